@@ -1,0 +1,30 @@
+//! The transform traits: an encoder and a decoder per stored object.
+
+use crate::{Metadata, Plugin, Result};
+
+pub use crate::bindings::transform::exports::runner::plugin::transform::ObjectInfo;
+
+/// A transform: checksum, compression, encryption, … One encoder (or decoder) is created
+/// per stored object; the host pushes input and pulls output in bounded chunks.
+pub trait Transform: Plugin {
+    type Encoder: Encoder;
+    type Decoder: Decoder;
+
+    fn encoder(&self, object: &ObjectInfo) -> Result<Self::Encoder>;
+    /// `params` is what the encoder's `finish` returned for this object.
+    fn decoder(&self, object: &ObjectInfo, params: &Metadata) -> Result<Self::Decoder>;
+}
+
+/// Encodes one object. Output goes to `output`; the SDK hands it to the host in pieces
+/// no larger than the host asks for. Keep output roughly proportional to input.
+pub trait Encoder: 'static {
+    fn push(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<()>;
+    /// End of input: flush what is buffered and return the decoder's parameters.
+    fn finish(&mut self, output: &mut Vec<u8>) -> Result<Metadata>;
+}
+
+/// Decodes one object; `finish` is where truncation and digest mismatches are reported.
+pub trait Decoder: 'static {
+    fn push(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<()>;
+    fn finish(&mut self, output: &mut Vec<u8>) -> Result<()>;
+}
