@@ -1,1 +1,5 @@
-fn main() {}
+//! The `runner` binary: everything happens in the library's `cli` module.
+
+fn main() -> std::process::ExitCode {
+    runner::cli::main()
+}

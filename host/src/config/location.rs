@@ -72,9 +72,9 @@ impl<'t> SourceFile<'t> {
         ConfigError::new(location, message).with_snippet(snippet)
     }
 
-    /// An error about the file as a whole (a required table is missing).
-    pub(crate) fn file_error(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::new(Location::whole_file(&self.path), message)
+    /// An error about the file as a whole (a required table is missing), placed at its start.
+    pub(crate) fn file_start_error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(self.location(0), message)
     }
 
     /// The span of a string value's content, without its quotes, so errors point at the text.

@@ -56,7 +56,7 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     u64::try_from(scaled / scale).map_err(|_| UnitError(format!("size \"{text}\" is too large")))
 }
 
-/// Parses a duration: one or more integer-and-unit parts (ms, s, m, h, d), e.g. "30s", "1h30m", "1h 30m".
+/// Parses a duration: one or more integer-and-unit parts (ms, s, m, h, d), e.g. "30s", "1h30m", "1h 30 m".
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let expected = || DURATION_UNITS.iter().map(|(u, _)| *u).collect::<Vec<_>>().join(", ");
     let mut rest = text.trim();
@@ -66,8 +66,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
         let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit_end = rest[digits_end..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |i| digits_end + i);
-        let (number, unit) = (&rest[..digits_end], &rest[digits_end..unit_end]);
+        let unit_start = rest.len() - rest[digits_end..].trim_start().len();
+        let unit_end = rest[unit_start..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |i| unit_start + i);
+        let (number, unit) = (&rest[..digits_end], &rest[unit_start..unit_end]);
         let Ok(number) = number.parse::<u32>() else {
             return Err(UnitError(format!("invalid duration \"{text}\": expected a whole number before each unit, like \"1h30m\"")));
         };

@@ -1,0 +1,62 @@
+//! What a plugin instance may reach: WASI (deny by default) and the host services, one
+//! module per capability, all held in the store's [`HostState`].
+
+pub mod files;
+pub mod keys;
+pub mod log;
+pub mod storage;
+mod wasi;
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::config::{Grants, Limits};
+use crate::engine::MemoryLimiter;
+
+pub use keys::KeyRing;
+pub use storage::Storage;
+
+/// Everything one stage is granted, assembled by the host before instantiation.
+#[derive(Clone, Default)]
+pub struct StageGrants {
+    /// Directories, network addresses.
+    pub grants: Grants,
+    /// Keys the stage may seal and open with, by name.
+    pub keys: KeyRing,
+    /// The object storage a sink writes through.
+    pub storage: Option<Storage>,
+}
+
+/// The data of one plugin instance's store.
+pub struct HostState {
+    /// "transform #2 (zstd)": names the plugin in logs and errors.
+    pub(crate) plugin: Arc<str>,
+    wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) keys: KeyRing,
+    pub(crate) storage: Option<Storage>,
+    pub(crate) files: files::FileRoots,
+}
+
+impl HostState {
+    pub fn new(plugin: Arc<str>, grants: StageGrants, limits: &Limits) -> anyhow::Result<Self> {
+        Ok(HostState {
+            wasi: wasi::context(&grants.grants)?,
+            files: files::FileRoots::new(&grants.grants),
+            plugin,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(limits.memory),
+            keys: grants.keys,
+            storage: grants.storage,
+        })
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}

@@ -1,0 +1,74 @@
+//! The command line: raw arguments (clap) → one subcommand module each → exit code.
+
+mod exit;
+mod plugins;
+mod validate;
+
+use clap::{Parser, Subcommand};
+
+pub use exit::{CliError, ExitStatus};
+
+#[derive(Parser, Debug)]
+#[command(name = "runner", version, about = "WebAssembly-extensible backup pipeline runner")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Machine-readable output: JSON on stdout, JSON log lines on stderr.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// More log output (-v: debug, -vv: trace). `RUNNER_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check a pipeline file: syntax, plugins, options, secrets and grants.
+    Validate(validate::Args),
+    /// List the built-in plugins, or inspect a component.
+    Plugins(plugins::Args),
+}
+
+/// Global options every subcommand sees.
+#[derive(Clone, Copy, Debug)]
+pub struct Globals {
+    pub json: bool,
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.json);
+    let globals = Globals { json: cli.json };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return exit::report(&CliError::new(ExitStatus::Failure, anyhow::anyhow!("cannot start the async runtime: {e}")), globals),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Validate(args) => validate::run(args, globals).await,
+            Command::Plugins(args) => plugins::run(args, globals).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitStatus::Success.into(),
+        Err(error) => exit::report(&error, globals),
+    }
+}
+
+fn init_logging(verbose: u8, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,runner=debug",
+        _ => "debug,runner=trace",
+    };
+    let filter = EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.without_time().with_target(false).init();
+    }
+}

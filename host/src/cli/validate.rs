@@ -1,0 +1,117 @@
+//! `runner validate PIPELINE`: syntax, plugins, their options, secret references and the
+//! effective grants of every stage, without touching the source or the sink's data.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::capabilities::keys::DataKey;
+use crate::capabilities::{KeyRing, StageGrants};
+use crate::cli::{CliError, Globals};
+use crate::config::{ConfigError, Pipeline, SecretResolver, StageConfig};
+use crate::engine::{Engine, EngineOptions};
+use crate::pipeline::stages::{self, StageError};
+use crate::plugins::Builtins;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The pipeline file.
+    pipeline: PathBuf,
+}
+
+pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
+    let pipeline = Pipeline::load(&args.pipeline, &Builtins).map_err(|errors| config_failure(errors.into_vec()))?;
+    let secrets = SecretResolver::from_process_env();
+    let mut problems = pipeline.check_secrets(&secrets);
+    let engine = Engine::new(EngineOptions::from_env())?;
+    // Options are checked by instantiating each plugin; a stage that needs the repository
+    // key gets a throwaway one, so validation never needs the passphrase.
+    let keys = match pipeline.repository.key {
+        Some(_) => KeyRing::default().with("data", Arc::new(DataKey::new("data", &rand::random()))),
+        None => KeyRing::default(),
+    };
+
+    let mut report = Vec::new();
+    for stage in pipeline.stages() {
+        match check_stage(&engine, stage, &keys, &secrets).await {
+            Ok(entry) => report.push(entry),
+            Err(StageError::Config(e)) => problems.push(e),
+            Err(StageError::Plugin(e)) => problems.push(ConfigError::new(stage.location.clone(), e.to_string())),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(config_failure(problems));
+    }
+
+    if globals.json {
+        println!("{}", serde_json::json!({ "pipeline": pipeline.name, "file": args.pipeline, "valid": true, "stages": report }));
+    } else {
+        println!("{}: pipeline {:?} is valid", args.pipeline.display(), pipeline.name);
+        for entry in &report {
+            println!(
+                "  {:<22} {} {}  sha256:{}",
+                entry["stage"].as_str().unwrap_or_default(),
+                entry["plugin"].as_str().unwrap_or_default(),
+                entry["version"].as_str().unwrap_or_default(),
+                &entry["sha256"].as_str().unwrap_or_default()[..16],
+            );
+            for grant in entry["grants"].as_array().into_iter().flatten() {
+                println!("      grant  {}", grant.as_str().unwrap_or_default());
+            }
+            println!("      limits {}", entry["limits"].as_str().unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+async fn check_stage(
+    engine: &Engine,
+    stage: &StageConfig,
+    keys: &KeyRing,
+    secrets: &SecretResolver,
+) -> Result<serde_json::Value, StageError> {
+    let plugin = stages::load_plugin(engine, stage)?;
+    let info = engine.describe(&plugin).await?;
+    let grants = StageGrants { grants: stage.grants.clone(), keys: keys.clone(), storage: None };
+    let described_grants = describe_grants(&grants);
+    stages::start(engine, stage, &plugin, grants, secrets).await?;
+    let limits = &stage.limits;
+    Ok(serde_json::json!({
+        "stage": stage.label(),
+        "plugin": info.name,
+        "version": info.version,
+        "sha256": hex::encode(plugin.digest),
+        "grants": described_grants,
+        "limits": format!(
+            "memory {} MiB, call {:?}, run {:?}, chunk {} MiB",
+            limits.memory >> 20, limits.call_timeout, limits.run_timeout, limits.max_chunk >> 20
+        ),
+    }))
+}
+
+/// One line per grant, as `validate` prints them.
+fn describe_grants(grants: &StageGrants) -> Vec<String> {
+    let mut lines = Vec::new();
+    for dir in &grants.grants.dirs {
+        lines.push(format!("dir {} ({})", dir.path.display(), dir.access));
+    }
+    for http in &grants.grants.http {
+        lines.push(format!("http {http}"));
+    }
+    for tcp in &grants.grants.tcp {
+        lines.push(format!("tcp {tcp}"));
+    }
+    if grants.keys.get("data").is_some() {
+        lines.push("key data (seal/open through the host)".into());
+    }
+    if lines.is_empty() {
+        lines.push("nothing (no files, network or keys)".into());
+    }
+    lines
+}
+
+fn config_failure(problems: Vec<ConfigError>) -> CliError {
+    let count = problems.len();
+    let text = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n\n");
+    let summary = if count == 1 { "1 problem".to_string() } else { format!("{count} problems") };
+    CliError::config(anyhow::anyhow!("{text}\n\n{summary} in the pipeline file"))
+}

@@ -1,0 +1,265 @@
+//! The pipeline file as written: TOML parsed into spanned tables, checked for shape (known keys, value kinds) but not meaning.
+
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
+
+use super::error::ConfigError;
+use super::location::SourceFile;
+
+pub(super) type Span = Range<usize>;
+pub(super) type Value<'t> = Spanned<DeValue<'t>>;
+pub(super) type Key<'t> = Spanned<DeString<'t>>;
+
+const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "repository", "source", "transform", "sink"];
+const PIPELINE_KEYS: &[&str] = &["name"];
+const REPOSITORY_KEYS: &[&str] = &["passphrase", "key_file"];
+const GRANT_KEYS: &[&str] = &["dirs", "http", "tcp"];
+const DIR_GRANT_KEYS: &[&str] = &["path", "access"];
+const LIMIT_KEYS: &[&str] = &["memory", "call_timeout", "run_timeout", "max_chunk"];
+
+pub(super) struct RawPipeline<'t> {
+    pub name: Option<Spanned<String>>,
+    pub repository: Option<RawRepository>,
+    pub source: Option<RawStage<'t>>,
+    pub transforms: Vec<RawStage<'t>>,
+    pub sink: Option<RawStage<'t>>,
+    /// Top-level keys present, even with a wrong value (already reported), so they are not also "missing".
+    pub written: Vec<String>,
+}
+
+pub(super) struct RawRepository {
+    pub passphrase: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+}
+
+/// One stage table. Strings' spans cover their content (inside the quotes).
+pub(super) struct RawStage<'t> {
+    /// The table header (`[source]`, `[[transform]]`) or inline table.
+    pub span: Span,
+    pub type_name: Option<Spanned<String>>,
+    pub plugin: Option<Spanned<String>>,
+    /// `type` or `plugin` was written, even with a wrong value (already reported).
+    pub names_plugin: bool,
+    pub sha256: Option<Spanned<String>>,
+    pub grants: RawGrants,
+    pub limits: RawLimits<'t>,
+    /// Every other key: the plugin's own options, interpreted by the plugin.
+    pub options: Vec<(Key<'t>, Value<'t>)>,
+}
+
+#[derive(Default)]
+pub(super) struct RawGrants {
+    pub dirs: Vec<RawDirGrant>,
+    pub http: Vec<Spanned<String>>,
+    pub tcp: Vec<Spanned<String>>,
+}
+
+pub(super) struct RawDirGrant {
+    pub span: Span,
+    pub path: Option<Spanned<String>>,
+    pub access: Option<Spanned<String>>,
+}
+
+/// Limit values stay TOML values: sizes may be strings or integers, validation reads them.
+#[derive(Default)]
+pub(super) struct RawLimits<'t> {
+    pub memory: Option<Value<'t>>,
+    pub call_timeout: Option<Value<'t>>,
+    pub run_timeout: Option<Value<'t>>,
+    pub max_chunk: Option<Value<'t>>,
+}
+
+/// Parses the file; shape errors are collected in `errors`, a TOML syntax error stops here.
+pub(super) fn parse<'t>(src: &SourceFile<'t>, errors: &mut Vec<ConfigError>) -> Option<RawPipeline<'t>> {
+    let document = match DeTable::parse(src.text()) {
+        Ok(document) => document.into_inner(),
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().replace('\n', "; ");
+            errors.push(src.error(span, format!("invalid TOML: {message}")));
+            return None;
+        }
+    };
+    let mut reader = Reader { src, errors };
+    let mut raw = RawPipeline { name: None, repository: None, source: None, transforms: Vec::new(), sink: None, written: Vec::new() };
+    for (key, value) in document {
+        raw.written.push(key.get_ref().to_string());
+        match key.get_ref().as_ref() {
+            "pipeline" => {
+                for (_name, value) in reader.table(value, "[pipeline]", PIPELINE_KEYS).unwrap_or_default() {
+                    raw.name = reader.string(value);
+                }
+            }
+            "repository" => {
+                let mut repository = RawRepository { passphrase: None, key_file: None };
+                for (key, value) in reader.table(value, "[repository]", REPOSITORY_KEYS).unwrap_or_default() {
+                    match key.get_ref().as_ref() {
+                        "passphrase" => repository.passphrase = reader.string(value),
+                        _ => repository.key_file = reader.string(value),
+                    }
+                }
+                raw.repository = Some(repository);
+            }
+            "source" => raw.source = reader.stage(value, "[source]"),
+            "sink" => raw.sink = reader.stage(value, "[sink]"),
+            "transform" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    raw.transforms = items.iter().filter_map(|item| reader.stage(item.clone(), "[[transform]]")).collect();
+                }
+                DeValue::Table(_) => reader.errors.push(reader.src.error(
+                    value.span(),
+                    "`transform` is a single table here, but transforms are a list: write `[[transform]]` (double brackets) for each one",
+                )),
+                _ => reader.type_error(&value, "a list of tables (`[[transform]]`)"),
+            },
+            other => reader.unknown_key(&key, other, "at the top level", TOP_LEVEL_KEYS),
+        }
+    }
+    Some(raw)
+}
+
+/// Where to point for a value: strings at their content, so the caret sits under the text, not the quote.
+pub(super) fn value_span(src: &SourceFile<'_>, value: &Value<'_>) -> Span {
+    match value.get_ref() {
+        DeValue::String(_) => src.string_content(value.span()),
+        _ => value.span(),
+    }
+}
+
+/// "expected a string, found an integer", at the value.
+pub(super) fn type_error(src: &SourceFile<'_>, value: &Value<'_>, expected: &str) -> ConfigError {
+    let found = value.get_ref().type_str();
+    let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    src.error(value_span(src, value), format!("expected {expected}, found {article} {found}"))
+}
+
+struct Reader<'r, 't> {
+    src: &'r SourceFile<'t>,
+    errors: &'r mut Vec<ConfigError>,
+}
+
+impl<'t> Reader<'_, 't> {
+    fn type_error(&mut self, value: &Value<'_>, expected: &str) {
+        self.errors.push(type_error(self.src, value, expected));
+    }
+
+    fn unknown_key(&mut self, key: &Key<'_>, name: &str, place: &str, expected: &[&str]) {
+        let message = format!("unknown key \"{name}\" {place}; expected one of: {}", expected.join(", "));
+        self.errors.push(self.src.error(key.span(), message));
+    }
+
+    fn string(&mut self, value: Value<'t>) -> Option<Spanned<String>> {
+        match value.get_ref() {
+            DeValue::String(text) => Some(Spanned::new(value_span(self.src, &value), text.to_string())),
+            _ => {
+                self.type_error(&value, "a string");
+                None
+            }
+        }
+    }
+
+    /// A table's entries, with keys outside `known` reported (`known` empty: any key).
+    fn table(&mut self, value: Value<'t>, name: &str, known: &[&str]) -> Option<Vec<(Key<'t>, Value<'t>)>> {
+        if !value.get_ref().is_table() {
+            self.type_error(&value, &format!("a table for {name}"));
+            return None;
+        }
+        let DeValue::Table(table) = value.into_inner() else { return None };
+        let mut entries = Vec::with_capacity(table.len());
+        for (key, value) in table {
+            if known.is_empty() || known.contains(&key.get_ref().as_ref()) {
+                entries.push((key, value));
+            } else {
+                let key_name = key.get_ref().to_string();
+                self.unknown_key(&key, &key_name, &format!("in {name}"), known);
+            }
+        }
+        Some(entries)
+    }
+
+    fn array(&mut self, value: Value<'t>, expected: &str) -> Vec<Value<'t>> {
+        if let DeValue::Array(items) = value.get_ref() {
+            return items.iter().cloned().collect();
+        }
+        self.type_error(&value, expected);
+        Vec::new()
+    }
+
+    fn stage(&mut self, value: Value<'t>, name: &str) -> Option<RawStage<'t>> {
+        let mut stage = RawStage {
+            span: value.span(),
+            type_name: None,
+            plugin: None,
+            names_plugin: false,
+            sha256: None,
+            grants: RawGrants::default(),
+            limits: RawLimits::default(),
+            options: Vec::new(),
+        };
+        let section = name.trim_matches(['[', ']']);
+        for (key, value) in self.table(value, name, &[])? {
+            match key.get_ref().as_ref() {
+                "type" => (stage.type_name, stage.names_plugin) = (self.string(value), true),
+                "plugin" => (stage.plugin, stage.names_plugin) = (self.string(value), true),
+                "sha256" => stage.sha256 = self.string(value),
+                "grants" => stage.grants = self.grants(value, section),
+                "limits" => stage.limits = self.limits(value, section),
+                _ => stage.options.push((key, value)),
+            }
+        }
+        Some(stage)
+    }
+
+    fn grants(&mut self, value: Value<'t>, section: &str) -> RawGrants {
+        let mut grants = RawGrants::default();
+        let name = format!("[{section}.grants]");
+        for (key, value) in self.table(value, &name, GRANT_KEYS).unwrap_or_default() {
+            let key_name = key.get_ref().to_string();
+            match key_name.as_str() {
+                "dirs" => {
+                    for item in self.array(value, "a list of { path = \"…\", access = \"read\" | \"read-write\" }") {
+                        grants.dirs.extend(self.dir_grant(item, &name));
+                    }
+                }
+                _ => {
+                    let expected = if key_name == "http" { "a list of \"scheme://host[:port]\" strings" } else { "a list of \"host:port\" strings" };
+                    let items = self.array(value, expected);
+                    let strings = items.into_iter().filter_map(|item| self.string(item));
+                    if key_name == "http" { grants.http.extend(strings) } else { grants.tcp.extend(strings) }
+                }
+            }
+        }
+        grants
+    }
+
+    fn dir_grant(&mut self, value: Value<'t>, grants_name: &str) -> Option<RawDirGrant> {
+        if !value.get_ref().is_table() {
+            self.type_error(&value, "a table like { path = \"/srv\", access = \"read\" }");
+            return None;
+        }
+        let mut grant = RawDirGrant { span: value.span(), path: None, access: None };
+        for (key, value) in self.table(value, &format!("a dirs entry of {grants_name}"), DIR_GRANT_KEYS)? {
+            match key.get_ref().as_ref() {
+                "path" => grant.path = self.string(value),
+                _ => grant.access = self.string(value),
+            }
+        }
+        Some(grant)
+    }
+
+    fn limits(&mut self, value: Value<'t>, section: &str) -> RawLimits<'t> {
+        let mut limits = RawLimits::default();
+        for (key, value) in self.table(value, &format!("[{section}.limits]"), LIMIT_KEYS).unwrap_or_default() {
+            let slot = match key.get_ref().as_ref() {
+                "memory" => &mut limits.memory,
+                "call_timeout" => &mut limits.call_timeout,
+                "run_timeout" => &mut limits.run_timeout,
+                _ => &mut limits.max_chunk,
+            };
+            *slot = Some(value);
+        }
+        limits
+    }
+}

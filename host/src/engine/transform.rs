@@ -1,0 +1,161 @@
+//! Driving a transform plugin: encoders and decoders, one per stored object.
+
+use wasmtime::component::ResourceAny;
+
+use crate::capabilities::StageGrants;
+use crate::config::Limits;
+use crate::engine::bindings::transform::{TransformPlugin, TransformPluginPre};
+use crate::engine::bindings::transform::exports::runner::plugin::transform::ObjectInfo;
+use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
+
+/// Decoder parameters: what an encoder's `finish` returned, stored in the manifest.
+pub type Params = Vec<(String, String)>;
+
+/// Largest piece pulled from a codec at once.
+pub const PULL_MAX: u32 = 1 << 20;
+
+/// One encoder or decoder inside a transform instance.
+pub struct Codec {
+    resource: ResourceAny,
+    decoder: bool,
+}
+
+pub struct TransformInstance {
+    inner: PluginInstance<TransformPlugin>,
+}
+
+impl TransformInstance {
+    /// Instantiates and configures a transform plugin.
+    pub async fn start(
+        engine: &Engine,
+        plugin: &LoadedPlugin,
+        label: &str,
+        config_json: &str,
+        grants: StageGrants,
+        limits: &Limits,
+    ) -> Result<Self, PluginError> {
+        let pre = TransformPluginPre::new(plugin.pre.clone()).map_err(|e| PluginError::Load {
+            plugin: label.to_string(),
+            reason: format!("it is not a transform: {e:#}"),
+        })?;
+        let mut inner = PluginInstance::start(engine, label, grants, limits, async |store| {
+            pre.instantiate_async(store).await
+        })
+        .await?;
+        let config = config_json.to_string();
+        inner
+            .call_result("configure", |store, b| Box::pin(async move { b.call_configure(store, &config).await }))
+            .await?;
+        Ok(TransformInstance { inner })
+    }
+
+    pub fn label(&self) -> &str {
+        self.inner.label()
+    }
+
+    pub async fn encoder(&mut self, object: &ObjectInfo) -> Result<Codec, PluginError> {
+        let object = object.clone();
+        let resource = self
+            .inner
+            .call_result("new-encoder", |store, b| {
+                Box::pin(async move { b.runner_plugin_transform().call_new_encoder(store, &object).await })
+            })
+            .await?;
+        Ok(Codec { resource, decoder: false })
+    }
+
+    pub async fn decoder(&mut self, object: &ObjectInfo, params: &Params) -> Result<Codec, PluginError> {
+        let (object, params) = (object.clone(), params.clone());
+        let resource = self
+            .inner
+            .call_result("new-decoder", |store, b| {
+                Box::pin(async move { b.runner_plugin_transform().call_new_decoder(store, &object, &params).await })
+            })
+            .await?;
+        Ok(Codec { resource, decoder: true })
+    }
+
+    pub async fn push(&mut self, codec: &Codec, input: Vec<u8>) -> Result<(), PluginError> {
+        let (resource, decoder) = (codec.resource, codec.decoder);
+        self.inner
+            .call_result("push", |store, b| {
+                Box::pin(async move {
+                    let api = b.runner_plugin_transform();
+                    if decoder {
+                        api.decoder().call_push(store, resource, &input).await
+                    } else {
+                        api.encoder().call_push(store, resource, &input).await
+                    }
+                })
+            })
+            .await
+    }
+
+    pub async fn pull(&mut self, codec: &Codec, max: u32) -> Result<Option<Vec<u8>>, PluginError> {
+        let (resource, decoder) = (codec.resource, codec.decoder);
+        let chunk = self
+            .inner
+            .call_result("pull", |store, b| {
+                Box::pin(async move {
+                    let api = b.runner_plugin_transform();
+                    if decoder {
+                        api.decoder().call_pull(store, resource, max).await
+                    } else {
+                        api.encoder().call_pull(store, resource, max).await
+                    }
+                })
+            })
+            .await?;
+        if let Some(chunk) = &chunk {
+            self.inner.check_chunk("pull", chunk, max)?;
+        }
+        Ok(chunk)
+    }
+
+    /// Ends an encoder's input; returns its decoder parameters. Pull the rest afterwards.
+    pub async fn finish_encoder(&mut self, codec: &Codec) -> Result<Params, PluginError> {
+        let resource = codec.resource;
+        self.inner
+            .call_result("finish", |store, b| {
+                Box::pin(async move { b.runner_plugin_transform().encoder().call_finish(store, resource).await })
+            })
+            .await
+    }
+
+    /// Ends a decoder's input; fails when the stream is corrupt. Pull the rest afterwards.
+    pub async fn finish_decoder(&mut self, codec: &Codec) -> Result<(), PluginError> {
+        let resource = codec.resource;
+        self.inner
+            .call_result("finish", |store, b| {
+                Box::pin(async move { b.runner_plugin_transform().decoder().call_finish(store, resource).await })
+            })
+            .await
+    }
+
+    /// Releases a codec's resource in the guest.
+    pub async fn close(&mut self, codec: Codec) -> Result<(), PluginError> {
+        self.inner
+            .call("drop", |store, _| Box::pin(async move { codec.resource.resource_drop_async(store).await }))
+            .await
+    }
+
+    /// Pushes one input chunk and appends everything the codec has ready to `output`.
+    pub async fn feed(&mut self, codec: &Codec, input: Vec<u8>, output: &mut impl FnMut(Vec<u8>)) -> Result<(), PluginError> {
+        self.push(codec, input).await?;
+        self.drain(codec, output).await
+    }
+
+    /// Pulls until the codec has nothing more ready.
+    pub async fn drain(&mut self, codec: &Codec, output: &mut impl FnMut(Vec<u8>)) -> Result<(), PluginError> {
+        while let Some(chunk) = self.pull(codec, PULL_MAX).await? {
+            output(chunk);
+        }
+        Ok(())
+    }
+
+    /// The instance's store, for inspection in tests (linear memory scans).
+    #[doc(hidden)]
+    pub fn store_mut(&mut self) -> &mut wasmtime::Store<crate::capabilities::HostState> {
+        &mut self.inner.store
+    }
+}
