@@ -52,7 +52,14 @@ impl fmt::Display for SnippetDisplay<'_> {
             .take(self.0.location.column - 1)
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        write!(f, "\n{:gutter$} |\n{line} | {}\n{:gutter$} | {indent}{}", "", snippet.line_text, "", "^".repeat(snippet.width))
+        write!(
+            f,
+            "\n{:gutter$} |\n{line} | {}\n{:gutter$} | {indent}{}",
+            "",
+            snippet.line_text,
+            "",
+            "^".repeat(snippet.width)
+        )
     }
 }
 
@@ -67,7 +74,7 @@ impl ConfigErrors {
     /// Sorted by location; never empty.
     pub(crate) fn new(mut errors: Vec<ConfigError>) -> Self {
         assert!(!errors.is_empty(), "ConfigErrors needs at least one error");
-        errors.sort_by(|a, b| (a.location.line, a.location.column).cmp(&(b.location.line, b.location.column)));
+        errors.sort_by_key(|e| (e.location.line, e.location.column));
         ConfigErrors { errors }
     }
 

@@ -68,7 +68,9 @@ impl HttpGrant {
         }
         let origin = rest.strip_suffix('/').unwrap_or(rest);
         if origin.contains(['/', '?', '#', '@']) {
-            return Err(GrantError("an http grant names an origin (scheme://host[:port]), not a path, query or user".into()));
+            return Err(GrantError(
+                "an http grant names an origin (scheme://host[:port]), not a path, query or user".into(),
+            ));
         }
         let (host, port) = split_host_port(origin)?;
         let host = parse_host(host, true)?;
@@ -80,7 +82,10 @@ impl HttpGrant {
     pub fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
         let scheme = scheme.to_ascii_lowercase();
         let wanted_port = port.or_else(|| default_port(&scheme));
-        if scheme != self.scheme || wanted_port.is_none() || wanted_port != self.port.or_else(|| default_port(&self.scheme)) {
+        if scheme != self.scheme
+            || wanted_port.is_none()
+            || wanted_port != self.port.or_else(|| default_port(&self.scheme))
+        {
             return false;
         }
         let host = normalize_host(host);
@@ -189,7 +194,9 @@ fn parse_host(host: &str, wildcard_allowed: bool) -> Result<String, GrantError> 
                 return Err(GrantError("wildcards are not allowed in tcp grants; name the host".into()));
             }
             if i != 0 || labels.len() < 2 {
-                return Err(GrantError(format!("invalid wildcard in \"{host}\"; '*' may only be the first label, as in \"*.example.com\"")));
+                return Err(GrantError(format!(
+                    "invalid wildcard in \"{host}\"; '*' may only be the first label, as in \"*.example.com\""
+                )));
             }
         } else if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(GrantError(format!("invalid host \"{host}\"")));

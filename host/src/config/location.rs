@@ -41,9 +41,7 @@ pub(crate) struct SourceFile<'t> {
 
 impl<'t> SourceFile<'t> {
     pub(crate) fn new(path: &Path, text: &'t str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         SourceFile { path: path.to_path_buf(), text, line_starts }
     }
 

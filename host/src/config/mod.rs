@@ -71,7 +71,8 @@ impl Pipeline {
         let path = path.as_ref();
         let src = SourceFile::new(path, text);
         let mut errors = Vec::new();
-        let pipeline = raw::parse(&src, &mut errors).and_then(|raw| validate::validate(raw, &src, path, catalog, &mut errors));
+        let pipeline =
+            raw::parse(&src, &mut errors).and_then(|raw| validate::validate(raw, &src, path, catalog, &mut errors));
         match pipeline {
             Some(pipeline) if errors.is_empty() => Ok(pipeline),
             _ => Err(ConfigErrors::new(errors)),
@@ -100,6 +101,7 @@ impl Pipeline {
         for stage in self.stages() {
             stage.check_secrets(secrets, &mut errors);
         }
+        errors.sort_by_key(|e| (e.location.line, e.location.column));
         errors
     }
 }

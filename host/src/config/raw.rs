@@ -83,7 +83,14 @@ pub(super) fn parse<'t>(src: &SourceFile<'t>, errors: &mut Vec<ConfigError>) -> 
         }
     };
     let mut reader = Reader { src, errors };
-    let mut raw = RawPipeline { name: None, repository: None, source: None, transforms: Vec::new(), sink: None, written: Vec::new() };
+    let mut raw = RawPipeline {
+        name: None,
+        repository: None,
+        source: None,
+        transforms: Vec::new(),
+        sink: None,
+        written: Vec::new(),
+    };
     for (key, value) in document {
         raw.written.push(key.get_ref().to_string());
         match key.get_ref().as_ref() {
@@ -224,7 +231,11 @@ impl<'t> Reader<'_, 't> {
                     }
                 }
                 _ => {
-                    let expected = if key_name == "http" { "a list of \"scheme://host[:port]\" strings" } else { "a list of \"host:port\" strings" };
+                    let expected = if key_name == "http" {
+                        "a list of \"scheme://host[:port]\" strings"
+                    } else {
+                        "a list of \"host:port\" strings"
+                    };
                     let items = self.array(value, expected);
                     let strings = items.into_iter().filter_map(|item| self.string(item));
                     if key_name == "http" { grants.http.extend(strings) } else { grants.tcp.extend(strings) }

@@ -39,9 +39,14 @@ impl fmt::Display for Secret {
 /// Where one secret comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretRef {
-    Env { name: String },
+    Env {
+        name: String,
+    },
     /// `path` is resolved against the pipeline file's directory; `written` is as in the file.
-    File { path: PathBuf, written: String },
+    File {
+        path: PathBuf,
+        written: String,
+    },
 }
 
 impl fmt::Display for SecretRef {
@@ -78,7 +83,11 @@ pub(crate) struct TemplateError {
 impl SecretValueRef {
     /// Splits `text` into literal parts and references. `locate` maps a byte index in `text`
     /// to its place in the file, so a failed resolution points at the reference itself.
-    pub(crate) fn parse(text: &str, base_dir: &Path, locate: &dyn Fn(usize) -> Location) -> Result<Self, TemplateError> {
+    pub(crate) fn parse(
+        text: &str,
+        base_dir: &Path,
+        locate: &dyn Fn(usize) -> Location,
+    ) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -86,9 +95,9 @@ impl SecretValueRef {
             let at = text.len() - rest.len() + dollar;
             literal.push_str(&rest[..dollar]);
             let tail = &rest[dollar..];
-            if tail.starts_with("$${") {
+            if let Some(after) = tail.strip_prefix("$${") {
                 literal.push_str("${");
-                rest = &tail[3..];
+                rest = after;
                 continue;
             }
             if !tail.starts_with("${") {
@@ -98,7 +107,12 @@ impl SecretValueRef {
             }
             let Some(close) = tail.find('}') else {
                 let shown = tail.chars().take(40).collect::<String>();
-                return Err(TemplateError { range: at..text.len(), message: format!("unterminated secret reference \"{shown}\"; expected a closing '}}' (write $${{ for a literal ${{)") });
+                return Err(TemplateError {
+                    range: at..text.len(),
+                    message: format!(
+                        "unterminated secret reference \"{shown}\"; expected a closing '}}' (write $${{ for a literal ${{)"
+                    ),
+                });
             };
             let reference = parse_reference(&tail[2..close], base_dir)
                 .map_err(|message| TemplateError { range: at..at + close + 1, message })?;
@@ -141,7 +155,9 @@ impl SecretValueRef {
         for part in &self.parts {
             match part {
                 Part::Literal(text) => value.push_str(text),
-                Part::Reference { reference, location } => value.push_str(resolver.resolve(reference, location)?.expose()),
+                Part::Reference { reference, location } => {
+                    value.push_str(resolver.resolve(reference, location)?.expose())
+                }
             }
         }
         Ok(Secret(value))
@@ -160,17 +176,23 @@ impl fmt::Debug for SecretValueRef {
 
 fn parse_reference(inner: &str, base_dir: &Path) -> Result<SecretRef, String> {
     let Some((backend, argument)) = inner.split_once(':') else {
-        return Err(format!("secret reference \"${{{inner}}}\" names no backend; expected ${{env:NAME}} or ${{file:PATH}}"));
+        return Err(format!(
+            "secret reference \"${{{inner}}}\" names no backend; expected ${{env:NAME}} or ${{file:PATH}}"
+        ));
     };
     match backend {
-        "env" if argument.is_empty() => Err("empty environment variable name in \"${env:}\"; expected ${env:NAME}".into()),
+        "env" if argument.is_empty() => {
+            Err("empty environment variable name in \"${env:}\"; expected ${env:NAME}".into())
+        }
         "env" => {
             let mut chars = argument.chars();
             let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
             if valid_start && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 Ok(SecretRef::Env { name: argument.to_string() })
             } else {
-                Err(format!("invalid environment variable name \"{argument}\"; expected letters, digits and '_', not starting with a digit"))
+                Err(format!(
+                    "invalid environment variable name \"{argument}\"; expected letters, digits and '_', not starting with a digit"
+                ))
             }
         }
         "file" if argument.is_empty() => Err("empty path in \"${file:}\"; expected ${file:PATH}".into()),
@@ -216,7 +238,10 @@ impl SecretResolver {
                 Ok(bytes) => {
                     let bytes = Zeroizing::new(bytes);
                     let text = std::str::from_utf8(&bytes).map_err(|_| {
-                        ConfigError::new(at.clone(), format!("secret file {} (from ${{file:{written}}}) is not valid UTF-8", path.display()))
+                        ConfigError::new(
+                            at.clone(),
+                            format!("secret file {} (from ${{file:{written}}}) is not valid UTF-8", path.display()),
+                        )
                     })?;
                     let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(text);
                     Ok(Secret::new(text.to_string()))
@@ -235,13 +260,20 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<SecretValueRef, TemplateError> {
-        SecretValueRef::parse(text, Path::new("/etc/runner"), &|i| Location { file: "p.toml".into(), line: 1, column: i + 1 })
+        SecretValueRef::parse(text, Path::new("/etc/runner"), &|i| Location {
+            file: "p.toml".into(),
+            line: 1,
+            column: i + 1,
+        })
     }
 
     #[test]
     fn parses_whole_embedded_and_escaped_references() {
         let whole = parse("${env:RUNNER_PASSPHRASE}").unwrap();
-        assert_eq!(whole.references().map(|(r, _)| r.clone()).collect::<Vec<_>>(), [SecretRef::Env { name: "RUNNER_PASSPHRASE".into() }]);
+        assert_eq!(
+            whole.references().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
+            [SecretRef::Env { name: "RUNNER_PASSPHRASE".into() }]
+        );
 
         let embedded = parse("postgres://app:${env:PGPASS}@db:5432/${file:dbname}").unwrap();
         let refs: Vec<_> = embedded.references().map(|(r, l)| (r.to_string(), l.column)).collect();
@@ -251,7 +283,10 @@ mod tests {
 
         let escaped = parse("cost: $5, literal $${env:X}").unwrap();
         assert!(!escaped.has_references() && escaped.needs_resolution());
-        assert_eq!(escaped.resolve(&SecretResolver::with_env([("X", "no")])).unwrap().expose(), "cost: $5, literal ${env:X}");
+        assert_eq!(
+            escaped.resolve(&SecretResolver::with_env([("X", "no")])).unwrap().expose(),
+            "cost: $5, literal ${env:X}"
+        );
         assert!(!parse("plain $ text").unwrap().needs_resolution());
     }
 
@@ -275,15 +310,25 @@ mod tests {
     fn resolves_env_and_files() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pass"), "s3cret\n\n").unwrap();
-        let template = SecretValueRef::parse("${env:USER_NAME}:${file:pass}", dir.path(), &|_| Location::whole_file("p.toml")).unwrap();
+        let template =
+            SecretValueRef::parse("${env:USER_NAME}:${file:pass}", dir.path(), &|_| Location::whole_file("p.toml"))
+                .unwrap();
         let resolver = SecretResolver::with_env([("USER_NAME", "app")]);
-        assert_eq!(template.resolve(&resolver).unwrap().expose(), "app:s3cret\n", "only one trailing newline is trimmed");
+        assert_eq!(
+            template.resolve(&resolver).unwrap().expose(),
+            "app:s3cret\n",
+            "only one trailing newline is trimmed"
+        );
 
         let missing = template.resolve(&SecretResolver::with_env([("OTHER", "x")])).unwrap_err();
         assert_eq!(missing.message, "environment variable USER_NAME is not set");
         std::fs::remove_file(dir.path().join("pass")).unwrap();
         let unreadable = template.resolve(&resolver).unwrap_err();
-        assert!(unreadable.message.starts_with("cannot read secret file") && unreadable.message.contains("${file:pass}"), "{}", unreadable.message);
+        assert!(
+            unreadable.message.starts_with("cannot read secret file") && unreadable.message.contains("${file:pass}"),
+            "{}",
+            unreadable.message
+        );
     }
 
     #[test]

@@ -88,7 +88,10 @@ path = "../backups"
     assert_eq!(p.source.plugin, PluginRef::Builtin("files".into()));
     assert_eq!(p.source.label(), "source (files)");
     assert_eq!((p.source.location.line, p.source.location.column), (7, 1));
-    assert_eq!(p.source.options, json!({"paths": ["../examples/data"], "follow": {"symlinks": false, "depth": 3}}).as_object().unwrap().clone());
+    assert_eq!(
+        p.source.options,
+        json!({"paths": ["../examples/data"], "follow": {"symlinks": false, "depth": 3}}).as_object().unwrap().clone()
+    );
     assert_eq!(
         p.source.grants.dirs,
         [
@@ -100,11 +103,25 @@ path = "../backups"
     assert_eq!(p.source.grants.tcp, [TcpGrant { host: "db.internal".into(), port: 5432 }]);
     assert_eq!(
         p.source.limits,
-        Limits { memory: 512 << 20, call_timeout: Duration::from_secs(60), run_timeout: Duration::from_secs(6 * 3600), max_chunk: 4 << 20 }
+        Limits {
+            memory: 512 << 20,
+            call_timeout: Duration::from_secs(60),
+            run_timeout: Duration::from_secs(6 * 3600),
+            max_chunk: 4 << 20
+        }
     );
 
     let labels: Vec<_> = p.stages().map(StageConfig::label).collect();
-    assert_eq!(labels, ["source (files)", "transform #1 (checksum)", "transform #2 (zstd)", "transform #3 (seal.wasm)", "sink (local)"]);
+    assert_eq!(
+        labels,
+        [
+            "source (files)",
+            "transform #1 (checksum)",
+            "transform #2 (zstd)",
+            "transform #3 (seal.wasm)",
+            "sink (local)"
+        ]
+    );
     assert_eq!(p.transforms[1].index, 1);
     assert_eq!(p.transforms[1].options.get("level"), Some(&json!(3)));
     assert_eq!(p.transforms[1].limits, Limits::default());
@@ -161,15 +178,35 @@ fn toml_syntax_errors() {
 #[test]
 fn wrong_value_types() {
     assert_error("[source]\ntype = 3\n[sink]\ntype = \"local\"\n", 2, 8, "expected a string, found an integer");
-    assert_error("source = \"files\"\n[sink]\ntype = \"local\"\n", 1, 11, "expected a table for [source], found a string");
-    assert_error(&format!("{MINIMAL}[source.limits]\nmemory = true\n"), 7, 10, "expected a size such as \"256MiB\", found a boolean");
-    assert_error(&format!("{MINIMAL}[source.grants]\nhttp = \"https://x.org\"\n"), 7, 9, "expected a list of \"scheme://host[:port]\" strings, found a string");
+    assert_error(
+        "source = \"files\"\n[sink]\ntype = \"local\"\n",
+        1,
+        11,
+        "expected a table for [source], found a string",
+    );
+    assert_error(
+        &format!("{MINIMAL}[source.limits]\nmemory = true\n"),
+        7,
+        10,
+        "expected a size such as \"256MiB\", found a boolean",
+    );
+    assert_error(
+        &format!("{MINIMAL}[source.grants]\nhttp = \"https://x.org\"\n"),
+        7,
+        9,
+        "expected a list of \"scheme://host[:port]\" strings, found a string",
+    );
     assert_error(&format!("{MINIMAL}[pipeline]\nname = [\"a\"]\n"), 7, 8, "expected a string, found an array");
 }
 
 #[test]
 fn missing_tables_and_plugin_names() {
-    assert_error("[source]\ntype = \"files\"\n", 1, 1, "missing [sink] table; every pipeline needs one sink, e.g. [sink] with type = \"local\"");
+    assert_error(
+        "[source]\ntype = \"files\"\n",
+        1,
+        1,
+        "missing [sink] table; every pipeline needs one sink, e.g. [sink] with type = \"local\"",
+    );
     assert_error("# nothing here yet\n[sink]\ntype = \"local\"\n", 1, 1, "missing [source] table");
     assert_error(
         "[source]\ntype = \"files\"\n\n  [sink]\n  path = \"/b\"\n",
@@ -177,26 +214,81 @@ fn missing_tables_and_plugin_names() {
         3,
         "sink has no `type` or `plugin`; expected one of: local, s3",
     );
-    assert_error("[source]\ntype = \"ftp\"\n[sink]\ntype = \"local\"\n", 2, 9, "unknown source type \"ftp\"; expected one of: files, postgres");
+    assert_error(
+        "[source]\ntype = \"ftp\"\n[sink]\ntype = \"local\"\n",
+        2,
+        9,
+        "unknown source type \"ftp\"; expected one of: files, postgres",
+    );
 }
 
 #[test]
 fn unknown_keys_list_the_expected_ones() {
-    assert_error(&format!("{MINIMAL}[sinks]\ntype = \"s3\"\n"), 6, 2, "unknown key \"sinks\" at the top level; expected one of: pipeline, repository, source, transform, sink");
-    assert_error(&format!("[pipeline]\nname = \"x\"\ncron = \"@daily\"\n{MINIMAL}"), 3, 1, "unknown key \"cron\" in [pipeline]; expected one of: name");
-    assert_error(&format!("[repository]\npassword = \"x\"\n{MINIMAL}"), 2, 1, "unknown key \"password\" in [repository]; expected one of: passphrase, key_file");
-    assert_error(&format!("{MINIMAL}[sink.grants]\nfiles = []\n"), 7, 1, "unknown key \"files\" in [sink.grants]; expected one of: dirs, http, tcp");
-    assert_error(&format!("{MINIMAL}[source.limits]\n  timeout = \"5s\"\n"), 7, 3, "unknown key \"timeout\" in [source.limits]; expected one of: memory, call_timeout, run_timeout, max_chunk");
-    assert_error(&format!("{MINIMAL}[source.grants]\ndirs = [{{ path = \"/a\", mode = \"read\" }}]\n"), 7, 24, "unknown key \"mode\"");
+    assert_error(
+        &format!("{MINIMAL}[sinks]\ntype = \"s3\"\n"),
+        6,
+        2,
+        "unknown key \"sinks\" at the top level; expected one of: pipeline, repository, source, transform, sink",
+    );
+    assert_error(
+        &format!("[pipeline]\nname = \"x\"\ncron = \"@daily\"\n{MINIMAL}"),
+        3,
+        1,
+        "unknown key \"cron\" in [pipeline]; expected one of: name",
+    );
+    assert_error(
+        &format!("[repository]\npassword = \"x\"\n{MINIMAL}"),
+        2,
+        1,
+        "unknown key \"password\" in [repository]; expected one of: passphrase, key_file",
+    );
+    assert_error(
+        &format!("{MINIMAL}[sink.grants]\nfiles = []\n"),
+        7,
+        1,
+        "unknown key \"files\" in [sink.grants]; expected one of: dirs, http, tcp",
+    );
+    assert_error(
+        &format!("{MINIMAL}[source.limits]\n  timeout = \"5s\"\n"),
+        7,
+        3,
+        "unknown key \"timeout\" in [source.limits]; expected one of: memory, call_timeout, run_timeout, max_chunk",
+    );
+    assert_error(
+        &format!("{MINIMAL}[source.grants]\ndirs = [{{ path = \"/a\", mode = \"read\" }}]\n"),
+        7,
+        24,
+        "unknown key \"mode\"",
+    );
 }
 
 #[test]
 fn plugin_reference_errors() {
     let sink = "[sink]\ntype = \"local\"\n";
-    assert_error(&format!("[source]\ntype = \"files\"\nplugin = \"my.wasm\"\n{sink}"), 3, 11, "source sets both `type` and `plugin`");
-    assert_error(&format!("[source]\nplugin = \"my.wasm\"\nsha256 = \"abc123\"\n{sink}"), 3, 11, "`sha256` must be 64 hexadecimal digits, found 6 digits");
-    assert_error(&format!("[source]\nplugin = \"my.wasm\"\nsha256 = \"{}\"\n{sink}", "z".repeat(64)), 3, 11, "must be 64 hexadecimal digits, found \"zzz");
-    assert_error(&format!("[source]\ntype = \"files\"\nsha256 = \"{}\"\n{sink}", "0".repeat(64)), 3, 11, "`sha256` pins a plugin file and needs `plugin = \"…\"`");
+    assert_error(
+        &format!("[source]\ntype = \"files\"\nplugin = \"my.wasm\"\n{sink}"),
+        3,
+        11,
+        "source sets both `type` and `plugin`",
+    );
+    assert_error(
+        &format!("[source]\nplugin = \"my.wasm\"\nsha256 = \"abc123\"\n{sink}"),
+        3,
+        11,
+        "`sha256` must be 64 hexadecimal digits, found 6 digits",
+    );
+    assert_error(
+        &format!("[source]\nplugin = \"my.wasm\"\nsha256 = \"{}\"\n{sink}", "z".repeat(64)),
+        3,
+        11,
+        "must be 64 hexadecimal digits, found \"zzz",
+    );
+    assert_error(
+        &format!("[source]\ntype = \"files\"\nsha256 = \"{}\"\n{sink}", "0".repeat(64)),
+        3,
+        11,
+        "`sha256` pins a plugin file and needs `plugin = \"…\"`",
+    );
     let p = parse(&format!("[source]\nplugin = \"plugins/my.wasm\"\n{sink}")).unwrap();
     assert_eq!(p.source.plugin, PluginRef::Path { path: "/etc/runner/pipelines/plugins/my.wasm".into(), sha256: None });
     assert_eq!(p.source.label(), "source (my.wasm)");
@@ -208,8 +300,18 @@ fn bad_sizes_and_durations() {
     assert_error(&limits("memory = \"512XB\""), 7, 11, "invalid limits.memory: unknown size unit \"XB\" in \"512XB\"");
     assert_error(&limits("max_chunk = \"0MiB\""), 7, 14, "limits.max_chunk must be greater than zero");
     assert_error(&limits("memory = -1"), 7, 10, "limits.memory must be a positive number of bytes");
-    assert_error(&limits("call_timeout = \"30\""), 7, 17, "invalid limits.call_timeout: duration \"30\" has a number without a unit");
-    assert_error(&limits("run_timeout = 3600"), 7, 15, "expected a duration such as \"30s\" or \"1h30m\", found an integer");
+    assert_error(
+        &limits("call_timeout = \"30\""),
+        7,
+        17,
+        "invalid limits.call_timeout: duration \"30\" has a number without a unit",
+    );
+    assert_error(
+        &limits("run_timeout = 3600"),
+        7,
+        15,
+        "expected a duration such as \"30s\" or \"1h30m\", found an integer",
+    );
     let p = parse(&limits("call_timeout = \"1h30m\"")).unwrap();
     assert_eq!(p.sink.limits.call_timeout, Duration::from_secs(5400));
     assert_eq!(p.sink.limits.memory, Limits::default().memory);
@@ -218,19 +320,43 @@ fn bad_sizes_and_durations() {
 #[test]
 fn bad_grant_forms() {
     let grants = |body: &str| format!("{MINIMAL}[source.grants]\n{body}\n");
-    assert_error(&grants("http = [\"es.example.com:9200\"]"), 7, 10, "invalid http grant \"es.example.com:9200\": expected scheme://host[:port]");
+    assert_error(
+        &grants("http = [\"es.example.com:9200\"]"),
+        7,
+        10,
+        "invalid http grant \"es.example.com:9200\": expected scheme://host[:port]",
+    );
     assert_error(&grants("http = [\"https://a.org\", \"https://a.*.org\"]"), 7, 27, "'*' may only be the first label");
     assert_error(&grants("tcp = [\"db.internal\"]"), 7, 9, "a tcp grant needs a port");
-    assert_error(&grants("dirs = [{ path = \"/srv\", access = \"rw\" }]"), 7, 36, "unknown access \"rw\"; expected \"read\" or \"read-write\"");
-    assert_error(&grants("dirs = [\"/srv\"]"), 7, 10, "expected a table like { path = \"/srv\", access = \"read\" }, found a string");
-    assert_error(&grants("dirs = [{ access = \"read\" }]"), 7, 8, "a dirs grant needs `path`");
+    assert_error(
+        &grants("dirs = [{ path = \"/srv\", access = \"rw\" }]"),
+        7,
+        36,
+        "unknown access \"rw\"; expected \"read\" or \"read-write\"",
+    );
+    assert_error(
+        &grants("dirs = [\"/srv\"]"),
+        7,
+        10,
+        "expected a table like { path = \"/srv\", access = \"read\" }, found a string",
+    );
+    assert_error(&grants("dirs = [{ access = \"read\" }]"), 7, 9, "a dirs grant needs `path`");
     let p = parse(&format!("{MINIMAL}[[source.grants.dirs]]\npath = \"/srv\"\n")).unwrap();
-    assert_eq!(p.source.grants.dirs, [DirGrant { path: "/srv".into(), access: DirAccess::Read }], "access defaults to read");
+    assert_eq!(
+        p.source.grants.dirs,
+        [DirGrant { path: "/srv".into(), access: DirAccess::Read }],
+        "access defaults to read"
+    );
 }
 
 #[test]
 fn repository_key_errors() {
-    assert_error(&format!("[repository]\npassphrase = \"${{env:P}}\"\nkey_file = \"k.key\"\n{MINIMAL}"), 3, 13, "`passphrase` and `key_file` are both set");
+    assert_error(
+        &format!("[repository]\npassphrase = \"${{env:P}}\"\nkey_file = \"k.key\"\n{MINIMAL}"),
+        3,
+        13,
+        "`passphrase` and `key_file` are both set",
+    );
     assert_error(&format!("[repository]\nkey_file = \"${{env:KEY}}\"\n{MINIMAL}"), 2, 13, "`key_file` is a plain path");
     assert_error(&format!("[repository]\npassphrase = \"\"\n{MINIMAL}"), 2, 15, "empty passphrase");
     let p = parse(&format!("[repository]\nkey_file = \"keys/daily.key\"\n{MINIMAL}")).unwrap();
@@ -251,11 +377,26 @@ fn transform_written_as_single_table() {
 
 #[test]
 fn malformed_secret_references_point_into_the_string() {
-    assert_error(&format!("{MINIMAL}url = \"postgres://app:${{env:}}@db/app\"\n"), 6, 23, "empty environment variable name");
+    assert_error(
+        &format!("{MINIMAL}url = \"postgres://app:${{env:}}@db/app\"\n"),
+        6,
+        23,
+        "empty environment variable name",
+    );
     assert_error(&format!("{MINIMAL}token = \"${{vault:x}}\"\n"), 6, 10, "unknown secret backend \"vault\"");
-    assert_error(&format!("{MINIMAL}hosts = [\"a\", {{ pass = \"${{env:A\" }}]\n"), 6, 25, "unterminated secret reference");
+    assert_error(
+        &format!("{MINIMAL}hosts = [\"a\", {{ pass = \"${{env:A\" }}]\n"),
+        6,
+        25,
+        "unterminated secret reference",
+    );
     assert_error(&format!("{MINIMAL}x = \"${{env:9LIVES}}\"\n"), 6, 6, "invalid environment variable name \"9LIVES\"");
-    assert_error(&format!("[repository]\npassphrase = \"${{env:}}\"\n{MINIMAL}"), 2, 15, "empty environment variable name");
+    assert_error(
+        &format!("[repository]\npassphrase = \"${{env:}}\"\n{MINIMAL}"),
+        2,
+        15,
+        "empty environment variable name",
+    );
     // With escapes the string's text and source differ: point at the string's start.
     assert_error(&format!("{MINIMAL}x = \"\\t${{env:}}\"\n"), 6, 6, "empty environment variable name");
 }
@@ -264,12 +405,19 @@ fn malformed_secret_references_point_into_the_string() {
 fn secrets_resolve_and_never_leak() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "tok-from-file\n").unwrap();
-    let text = format!(
-        "[repository]\npassphrase = \"${{env:RUNNER_PASSPHRASE}}\"\n\n[source]\ntype = \"postgres\"\n\
-         url = \"postgres://app:${{env:PGPASS}}@db:5432/app\"\nauth = {{ token = \"${{file:token}}\" }}\nnote = \"costs $${{5}}\"\n\
-         \n[sink]\ntype = \"local\"\n"
-    );
-    let p = Pipeline::parse(&text, dir.path().join("daily.toml"), &Catalog).unwrap();
+    let text = r#"[repository]
+passphrase = "${env:RUNNER_PASSPHRASE}"
+
+[source]
+type = "postgres"
+url = "postgres://app:${env:PGPASS}@db:5432/app"
+auth = { token = "${file:token}" }
+note = "costs $${5}"
+
+[sink]
+type = "local"
+"#;
+    let p = Pipeline::parse(text, dir.path().join("daily.toml"), &Catalog).unwrap();
     let env = SecretResolver::with_env([("RUNNER_PASSPHRASE", "pass-value"), ("PGPASS", "pg-value")]);
 
     let resolved = p.source.resolved_options(&env).unwrap();
@@ -286,15 +434,24 @@ fn secrets_resolve_and_never_leak() {
         assert!(!redacted.contains(value) && !format!("{p:?}").contains(value));
     }
 
+    let missing = p.source.resolved_options(&SecretResolver::with_env([("X", "y")])).unwrap_err();
+    assert_eq!(
+        missing.to_string(),
+        format!("{}:6:23: environment variable PGPASS is not set", dir.path().join("daily.toml").display())
+    );
+
     let without = SecretResolver::with_env([("PGPASS", "pg-value")]);
     std::fs::remove_file(dir.path().join("token")).unwrap();
-    let errors: Vec<_> = p.check_secrets(&without).into_iter().map(|e| (e.location.line, e.location.column, e.message)).collect();
+    let errors: Vec<_> =
+        p.check_secrets(&without).into_iter().map(|e| (e.location.line, e.location.column, e.message)).collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert_eq!(errors[0], (2, 15, "environment variable RUNNER_PASSPHRASE is not set".to_string()));
     assert_eq!((errors[1].0, errors[1].1), (7, 19));
-    assert!(errors[1].2.starts_with("cannot read secret file") && errors[1].2.contains("(from ${file:token})"), "{}", errors[1].2);
-    let missing = p.source.resolved_options(&SecretResolver::with_env([("X", "y")])).unwrap_err();
-    assert_eq!(missing.to_string(), format!("{}:6:23: environment variable PGPASS is not set", dir.path().join("daily.toml").display()));
+    assert!(
+        errors[1].2.starts_with("cannot read secret file") && errors[1].2.contains("(from ${file:token})"),
+        "{}",
+        errors[1].2
+    );
 }
 
 #[test]
@@ -313,5 +470,8 @@ fn load_reads_files_and_reports_unreadable_ones() {
     assert_eq!((p.name.as_str(), p.base_dir()), ("nightly", dir.path()));
     let err = Pipeline::load(dir.path().join("absent.toml"), &Catalog).unwrap_err();
     assert_eq!(err.first().location.line, 0);
-    assert!(err.to_string().starts_with(&format!("{}: cannot read pipeline file:", dir.path().join("absent.toml").display())));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: cannot read pipeline file:", dir.path().join("absent.toml").display()))
+    );
 }

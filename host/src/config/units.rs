@@ -46,7 +46,8 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let digits = format!("{whole}{fraction}");
     let scale = 10u128.checked_pow(fraction.len() as u32);
-    let scaled = digits.parse::<u128>().ok().zip(scale).and_then(|(n, s)| Some((n.checked_mul(u128::from(multiplier))?, s)));
+    let scaled =
+        digits.parse::<u128>().ok().zip(scale).and_then(|(n, s)| Some((n.checked_mul(u128::from(multiplier))?, s)));
     let Some((scaled, scale)) = scaled.filter(|_| !whole.is_empty() && !fraction.contains('.')) else {
         return Err(UnitError(format!("invalid number \"{number}\" in size \"{text}\"")));
     };
@@ -67,16 +68,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     while !rest.is_empty() {
         let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let unit_start = rest.len() - rest[digits_end..].trim_start().len();
-        let unit_end = rest[unit_start..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |i| unit_start + i);
+        let unit_end =
+            rest[unit_start..].find(|c: char| !c.is_ascii_alphabetic()).map_or(rest.len(), |i| unit_start + i);
         let (number, unit) = (&rest[..digits_end], &rest[unit_start..unit_end]);
         let Ok(number) = number.parse::<u32>() else {
-            return Err(UnitError(format!("invalid duration \"{text}\": expected a whole number before each unit, like \"1h30m\"")));
+            return Err(UnitError(format!(
+                "invalid duration \"{text}\": expected a whole number before each unit, like \"1h30m\""
+            )));
         };
         if unit.is_empty() {
-            return Err(UnitError(format!("duration \"{text}\" has a number without a unit; expected one of: {}", expected())));
+            return Err(UnitError(format!(
+                "duration \"{text}\" has a number without a unit; expected one of: {}",
+                expected()
+            )));
         }
         let Some(&(_, per_unit)) = DURATION_UNITS.iter().find(|(u, _)| *u == unit) else {
-            return Err(UnitError(format!("unknown duration unit \"{unit}\" in \"{text}\"; expected one of: {}", expected())));
+            return Err(UnitError(format!(
+                "unknown duration unit \"{unit}\" in \"{text}\"; expected one of: {}",
+                expected()
+            )));
         };
         total = per_unit
             .checked_mul(number)

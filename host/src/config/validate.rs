@@ -41,12 +41,21 @@ pub(super) fn validate(
     let written = |kind: StageKind| raw.written.iter().any(|key| *key == kind.to_string());
     let (source_written, sink_written) = (written(StageKind::Source), written(StageKind::Sink));
     let source = v.required_stage(raw.source, StageKind::Source, source_written);
-    let transforms: Vec<_> = raw.transforms.into_iter().enumerate().filter_map(|(i, t)| v.stage(t, StageKind::Transform, i)).collect();
+    let transforms: Vec<_> =
+        raw.transforms.into_iter().enumerate().filter_map(|(i, t)| v.stage(t, StageKind::Transform, i)).collect();
     let sink = v.required_stage(raw.sink, StageKind::Sink, sink_written);
     if !v.errors.is_empty() {
         return None;
     }
-    Some(Pipeline { name, path: path.to_path_buf(), base_dir: v.base_dir, repository, source: source?, transforms, sink: sink? })
+    Some(Pipeline {
+        name,
+        path: path.to_path_buf(),
+        base_dir: v.base_dir,
+        repository,
+        source: source?,
+        transforms,
+        sink: sink?,
+    })
 }
 
 struct Validator<'v, 't> {
@@ -81,14 +90,22 @@ impl Validator<'_, '_> {
         let Some(raw) = raw else { return RepositoryConfig { key: None } };
         let key = match (raw.passphrase, raw.key_file) {
             (Some(_), Some(key_file)) => {
-                self.error(key_file.span(), "`passphrase` and `key_file` are both set; the repository key comes from exactly one of them");
+                self.error(
+                    key_file.span(),
+                    "`passphrase` and `key_file` are both set; the repository key comes from exactly one of them",
+                );
                 None
             }
             (Some(passphrase), None) if passphrase.get_ref().is_empty() => {
-                self.error(passphrase.span(), "empty passphrase; expected a secret reference such as \"${env:RUNNER_PASSPHRASE}\"");
+                self.error(
+                    passphrase.span(),
+                    "empty passphrase; expected a secret reference such as \"${env:RUNNER_PASSPHRASE}\"",
+                );
                 None
             }
-            (Some(passphrase), None) => self.template(passphrase.get_ref(), passphrase.span()).map(KeySource::Passphrase),
+            (Some(passphrase), None) => {
+                self.template(passphrase.get_ref(), passphrase.span()).map(KeySource::Passphrase)
+            }
             (None, Some(key_file)) if key_file.get_ref().is_empty() || key_file.get_ref().contains("${") => {
                 let message = "`key_file` is a plain path (secret references are not expanded here); to read a passphrase from a file use passphrase = \"${file:PATH}\"";
                 self.error(key_file.span(), message);
@@ -106,7 +123,9 @@ impl Validator<'_, '_> {
             None if written => None,
             None => {
                 let example = self.catalog.builtin_names(kind).into_iter().min().unwrap_or_else(|| "<name>".into());
-                let message = format!("missing [{kind}] table; every pipeline needs one {kind}, e.g. [{kind}] with type = \"{example}\"");
+                let message = format!(
+                    "missing [{kind}] table; every pipeline needs one {kind}, e.g. [{kind}] with type = \"{example}\""
+                );
                 self.errors.push(self.src.file_start_error(message));
                 None
             }
@@ -122,7 +141,16 @@ impl Validator<'_, '_> {
         let grants = self.grants(raw.grants);
         let limits = self.limits(raw.limits);
         let (options, option_index) = self.options(raw.options);
-        Some(StageConfig { kind, index, plugin: plugin?, options, grants, limits, location: self.src.location(raw.span.start), option_index })
+        Some(StageConfig {
+            kind,
+            index,
+            plugin: plugin?,
+            options,
+            grants,
+            limits,
+            location: self.src.location(raw.span.start),
+            option_index,
+        })
     }
 
     fn plugin_ref(&mut self, raw: &RawStage<'_>, kind: StageKind, what: &str) -> Option<PluginRef> {
@@ -174,7 +202,11 @@ impl Validator<'_, '_> {
         match hex::decode_to_slice(text, &mut bytes) {
             Ok(()) => Some(bytes),
             Err(_) => {
-                let found = if text.chars().all(|c| c.is_ascii_hexdigit()) { format!("{} digits", text.chars().count()) } else { format!("\"{text}\"") };
+                let found = if text.chars().all(|c| c.is_ascii_hexdigit()) {
+                    format!("{} digits", text.chars().count())
+                } else {
+                    format!("\"{text}\"")
+                };
                 self.error(digest.span(), format!("`sha256` must be 64 hexadecimal digits, found {found}"));
                 None
             }
@@ -189,15 +221,22 @@ impl Validator<'_, '_> {
                 Some(access) => match DirAccess::parse(access.get_ref()) {
                     Some(access) => access,
                     None => {
-                        self.error(access.span(), format!("unknown access \"{}\"; expected \"read\" or \"read-write\"", access.get_ref()));
+                        self.error(
+                            access.span(),
+                            format!("unknown access \"{}\"; expected \"read\" or \"read-write\"", access.get_ref()),
+                        );
                         continue;
                     }
                 },
             };
             match dir.path {
-                Some(path) if !path.get_ref().is_empty() => grants.dirs.push(DirGrant { path: self.base_dir.join(path.get_ref()), access }),
+                Some(path) if !path.get_ref().is_empty() => {
+                    grants.dirs.push(DirGrant { path: self.base_dir.join(path.get_ref()), access })
+                }
                 Some(path) => self.error(path.span(), "empty directory path in a dirs grant"),
-                None => self.error(dir.span, "a dirs grant needs `path`; expected { path = \"/srv\", access = \"read\" }"),
+                None => {
+                    self.error(dir.span, "a dirs grant needs `path`; expected { path = \"/srv\", access = \"read\" }")
+                }
             }
         }
         for http in raw.http {
@@ -219,7 +258,10 @@ impl Validator<'_, '_> {
         let defaults = Limits::default();
         Limits {
             memory: raw.memory.and_then(|v| self.size(&v, "memory")).unwrap_or(defaults.memory),
-            call_timeout: raw.call_timeout.and_then(|v| self.duration(&v, "call_timeout")).unwrap_or(defaults.call_timeout),
+            call_timeout: raw
+                .call_timeout
+                .and_then(|v| self.duration(&v, "call_timeout"))
+                .unwrap_or(defaults.call_timeout),
             run_timeout: raw.run_timeout.and_then(|v| self.duration(&v, "run_timeout")).unwrap_or(defaults.run_timeout),
             max_chunk: raw.max_chunk.and_then(|v| self.size(&v, "max_chunk")).unwrap_or(defaults.max_chunk),
         }
@@ -230,7 +272,8 @@ impl Validator<'_, '_> {
         let span = raw::value_span(self.src, value);
         let bytes = match value.get_ref() {
             DeValue::String(text) => parse_size(text).map_err(|e| format!("invalid limits.{name}: {e}")),
-            DeValue::Integer(n) => u64::from_str_radix(n.as_str(), n.radix()).map_err(|_| format!("limits.{name} must be a positive number of bytes")),
+            DeValue::Integer(n) => u64::from_str_radix(n.as_str(), n.radix())
+                .map_err(|_| format!("limits.{name} must be a positive number of bytes")),
             _ => {
                 self.errors.push(raw::type_error(self.src, value, "a size such as \"256MiB\""));
                 return None;

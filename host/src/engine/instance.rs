@@ -161,6 +161,17 @@ impl<B> PluginInstance<B> {
         PluginError::Trap { plugin, call, trap: format!("{trap:#}") }
     }
 
+    pub(crate) fn linear_memories(&mut self) -> Vec<Vec<u8>> {
+        let mut memories = Vec::new();
+        for instance in self.store.debug_all_instances() {
+            for index in 0.. {
+                let Some(memory) = instance.debug_memory(&mut self.store, index) else { break };
+                memories.push(memory.data(&self.store).to_vec());
+            }
+        }
+        memories
+    }
+
     /// Time left before the per-run limit.
     pub fn time_left(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())

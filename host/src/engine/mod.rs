@@ -35,6 +35,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct EngineOptions {
     /// Where compiled components are cached; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Lets the host read a plugin's private linear memory (tests prove keys never
+    /// reach it). Off in production: it slows compiled code.
+    pub guest_debug: bool,
 }
 
 impl EngineOptions {
@@ -44,7 +47,7 @@ impl EngineOptions {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("runner")))
             .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/runner")));
-        EngineOptions { cache_dir }
+        EngineOptions { cache_dir, guest_debug: false }
     }
 }
 
@@ -63,7 +66,7 @@ struct EngineInner {
 impl Engine {
     pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        config.wasm_component_model(true).epoch_interruption(true).guest_debug(options.guest_debug);
         let engine = wasmtime::Engine::new(&config)?;
 
         let weak = engine.weak();

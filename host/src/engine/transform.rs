@@ -5,7 +5,6 @@ use wasmtime::component::ResourceAny;
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
 use crate::engine::bindings::transform::{TransformPlugin, TransformPluginPre};
-use crate::engine::bindings::transform::exports::runner::plugin::transform::ObjectInfo;
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 /// Decoder parameters: what an encoder's `finish` returned, stored in the manifest.
@@ -13,6 +12,8 @@ pub type Params = Vec<(String, String)>;
 
 /// Largest piece pulled from a codec at once.
 pub const PULL_MAX: u32 = 1 << 20;
+
+pub use crate::engine::bindings::transform::exports::runner::plugin::transform::ObjectInfo;
 
 /// One encoder or decoder inside a transform instance.
 pub struct Codec {
@@ -153,9 +154,9 @@ impl TransformInstance {
         Ok(())
     }
 
-    /// The instance's store, for inspection in tests (linear memory scans).
-    #[doc(hidden)]
-    pub fn store_mut(&mut self) -> &mut wasmtime::Store<crate::capabilities::HostState> {
-        &mut self.inner.store
+    /// Copies of every linear memory of the instance. Empty unless the engine was built
+    /// with `guest_debug` (tests use it to prove key bytes never enter the plugin).
+    pub fn linear_memories(&mut self) -> Vec<Vec<u8>> {
+        self.inner.linear_memories()
     }
 }

@@ -1,0 +1,6 @@
+//! Engine-level tests: the real built-in components, driven through the host's engine.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod transforms;
