@@ -9,4 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod pipeline;
+pub mod manifest;
 pub mod plugins;
+pub mod repository;

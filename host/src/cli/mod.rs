@@ -1,8 +1,14 @@
 //! The command line: raw arguments (clap) → one subcommand module each → exit code.
 
+mod common;
 mod exit;
+mod key;
 mod plugins;
+mod restore;
+mod run;
+mod snapshots;
 mod validate;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +31,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run one backup: a new snapshot, committed only when everything was stored.
+    Run(run::Args),
+    /// Restore a snapshot (the latest by default), checking every stage's digest.
+    Restore(restore::Args),
+    /// Check snapshots: structure, or every byte with --read-data.
+    Verify(verify::Args),
+    /// List the snapshots of a pipeline's repository.
+    Snapshots(snapshots::Args),
+    /// Manage the repository's passphrases (key slots).
+    Key(key::Args),
     /// Check a pipeline file: syntax, plugins, options, secrets and grants.
     Validate(validate::Args),
     /// List the built-in plugins, or inspect a component.
@@ -47,6 +63,11 @@ pub fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => run::run(args, globals).await,
+            Command::Restore(args) => restore::run(args, globals).await,
+            Command::Verify(args) => verify::run(args, globals).await,
+            Command::Snapshots(args) => snapshots::run(args, globals).await,
+            Command::Key(args) => key::run(args, globals).await,
             Command::Validate(args) => validate::run(args, globals).await,
             Command::Plugins(args) => plugins::run(args, globals).await,
         }

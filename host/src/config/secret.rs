@@ -129,6 +129,18 @@ impl SecretValueRef {
         Ok(SecretValueRef { written: text.to_string(), parts })
     }
 
+    /// A reference given on the command line (`--new-passphrase '${env:NEW}'`). Only
+    /// references are accepted: a secret typed as an argument would show in process listings.
+    pub fn from_argument(text: &str, what: &str) -> Result<Self, String> {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let location = Location::whole_file(format!("<{what}>"));
+        let value = Self::parse(text, &cwd, &|_| location.clone()).map_err(|e| format!("{what}: {}", e.message))?;
+        if !value.has_references() {
+            return Err(format!("{what} must be a secret reference such as '${{env:NAME}}' or '${{file:PATH}}', not the secret itself"));
+        }
+        Ok(value)
+    }
+
     /// The text as written in the file: references as `${env:NAME}`, never their values.
     pub fn as_written(&self) -> &str {
         &self.written

@@ -1,3 +1,124 @@
-//! Running a pipeline: starting its stages, backup forward, restore backward, verify.
+//! Running a pipeline: its stages, backup forward, restore backward, verify.
 
+pub mod backup;
+pub mod chain;
+pub mod failpoint;
+pub mod restore;
 pub mod stages;
+pub mod verify;
+mod workers;
+
+use crate::config::{ConfigError, KeySource, Pipeline, Secret, SecretResolver};
+use crate::engine::{Engine, PluginError};
+use crate::manifest::Manifest;
+use crate::repository::{RepoError, Repository};
+use chain::{ChainError, StageSpec};
+use stages::StageError;
+
+/// Bytes read from a source or handed to a restore session at once.
+pub const CHUNK: u32 = 1 << 20;
+/// Source bytes per stored object: bounded, so parallel encoding, resumable transfers,
+/// sinks with object size limits and (later) deduplication all work on the same format.
+pub const OBJECT_SIZE: usize = 16 << 20;
+
+/// Why a run, restore or verify failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Repository(#[from] RepoError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("snapshot {snapshot}: {source}")]
+    Chain { snapshot: String, source: ChainError },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StageError> for RunError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::Config(e) => RunError::Config(e),
+            StageError::Plugin(e) => RunError::Plugin(e),
+        }
+    }
+}
+
+/// What every command working on a pipeline's repository shares.
+pub struct Context {
+    pub engine: Engine,
+    pub pipeline: Pipeline,
+    pub secrets: SecretResolver,
+}
+
+impl Context {
+    pub fn new(engine: Engine, pipeline: Pipeline) -> Self {
+        Context { engine, pipeline, secrets: SecretResolver::from_process_env() }
+    }
+
+    /// The repository passphrase (or key file content), when the pipeline has a key.
+    pub fn passphrase(&self) -> Result<Option<Secret>, RunError> {
+        match &self.pipeline.repository.key {
+            None => Ok(None),
+            Some(KeySource::Passphrase(value)) => Ok(Some(value.resolve(&self.secrets)?)),
+            Some(KeySource::KeyFile(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| RunError::Usage(format!("cannot read key file {}: {e}", path.display())))?;
+                let key = text.trim_end_matches(['\n', '\r']);
+                if key.is_empty() {
+                    return Err(RunError::Usage(format!("key file {} is empty", path.display())));
+                }
+                Ok(Some(Secret::new(key.to_string())))
+            }
+        }
+    }
+
+    /// The sink stage as configured in the pipeline file.
+    pub fn sink_spec(&self) -> Result<StageSpec, RunError> {
+        let stage = &self.pipeline.sink;
+        let plugin = stages::load_plugin(&self.engine, stage)?;
+        stages::spec(stage, plugin, stages::implied_grants(stage, &self.pipeline, stages::Purpose::Backup, None)?, &self.secrets)
+    }
+
+    /// Opens the pipeline's repository (creating it when `create`), checking the key.
+    pub async fn open_repository(&self, create: bool) -> Result<Repository, RunError> {
+        let passphrase = self.passphrase()?;
+        let sink = self.sink_spec()?;
+        let instance = crate::engine::SinkInstance::start(
+            &self.engine,
+            &sink.plugin,
+            &sink.label,
+            &sink.config_json,
+            sink.grants.clone(),
+            &sink.limits,
+        )
+        .await
+        .map_err(|e| RunError::from(stages::locate(&self.pipeline.sink, e)))?;
+        Ok(Repository::open(instance, passphrase.as_ref(), create).await?)
+    }
+}
+
+/// Picks a snapshot by unique id prefix, or the newest for `latest`/none.
+pub async fn select_snapshot(repository: &mut Repository, wanted: Option<&str>) -> Result<Manifest, RunError> {
+    let ids = repository.snapshot_ids().await?;
+    match wanted {
+        None | Some("latest") => {
+            let manifests = repository.manifests().await?;
+            manifests.into_iter().last().ok_or_else(|| RunError::Usage("the repository has no snapshots yet".into()))
+        }
+        Some(prefix) => {
+            let matches: Vec<&String> = ids.iter().filter(|id| id.starts_with(prefix)).collect();
+            match matches.as_slice() {
+                [id] => Ok(repository.read_manifest(id).await?),
+                [] => Err(RunError::Usage(format!("no snapshot id starts with {prefix:?}"))),
+                many => Err(RunError::Usage(format!(
+                    "snapshot id prefix {prefix:?} is ambiguous; it matches {}",
+                    many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ))),
+            }
+        }
+    }
+}

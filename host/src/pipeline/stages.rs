@@ -85,7 +85,7 @@ pub enum StageError {
 }
 
 /// A plugin's configuration error becomes a located config error; anything else stays a plugin error.
-fn locate(stage: &StageConfig, error: PluginError) -> StageError {
+pub fn locate(stage: &StageConfig, error: PluginError) -> StageError {
     match error {
         PluginError::Plugin {
             error: PluginErrorKind::Config(PluginConfigError { field, message }),
@@ -102,4 +102,107 @@ fn locate(stage: &StageConfig, error: PluginError) -> StageError {
         }
         other => StageError::Plugin(other),
     }
+}
+
+/// What a stage is started for: its implied grants differ.
+#[derive(Clone, Debug)]
+pub enum Purpose {
+    Backup,
+    /// Restoring into `target` (a directory for the files source); `dry_run` creates nothing.
+    Restore { target: Option<std::path::PathBuf>, dry_run: bool },
+}
+
+/// The grants a stage runs with: what its table grants explicitly, plus what a built-in
+/// plugin's own options imply (the files source may read its `paths`; the local sink's
+/// storage is its `path`; the aes-gcm transform may use the repository's data key).
+/// A plugin loaded from a file gets only what is written.
+pub fn implied_grants(
+    stage: &StageConfig,
+    pipeline: &crate::config::Pipeline,
+    purpose: Purpose,
+    keys: Option<&crate::repository::keys::RepoKeys>,
+) -> Result<StageGrants, ConfigError> {
+    let builtin = match &stage.plugin {
+        PluginRef::Builtin(name) => Some(name.as_str()),
+        PluginRef::Path { .. } => None,
+    };
+    builtin_grants(stage.kind, builtin, &stage.options, &stage.grants, pipeline.base_dir(), purpose, keys)
+        .map_err(|message| ConfigError::new(stage.location.clone(), format!("{}: {message}", stage.label())))
+}
+
+/// [`implied_grants`] from parts, for stages recorded in a snapshot.
+pub fn builtin_grants(
+    kind: StageKind,
+    builtin: Option<&str>,
+    options: &serde_json::Map<String, serde_json::Value>,
+    explicit: &crate::config::Grants,
+    base_dir: &std::path::Path,
+    purpose: Purpose,
+    keys: Option<&crate::repository::keys::RepoKeys>,
+) -> Result<StageGrants, String> {
+    use crate::capabilities::{KeyRing, Storage};
+    use crate::config::{DirAccess, DirGrant};
+    let mut grants = StageGrants { grants: explicit.clone(), keys: KeyRing::default(), storage: None };
+    let path_option = |name: &str| -> Result<Vec<std::path::PathBuf>, String> {
+        let values = match options.get(name) {
+            None => Vec::new(),
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("`{name}` must hold strings")))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(format!("`{name}` must be a string or a list of strings")),
+        };
+        Ok(values.iter().map(|v| base_dir.join(v)).collect())
+    };
+    match (kind, builtin) {
+        (StageKind::Source, Some("files")) => match purpose {
+            Purpose::Backup => {
+                for path in path_option("paths")? {
+                    let path = path.canonicalize().map_err(|e| format!("cannot back up {}: {e}", path.display()))?;
+                    grants.grants.dirs.push(DirGrant { path, access: DirAccess::Read });
+                }
+            }
+            Purpose::Restore { target: Some(target), dry_run } => {
+                if !target.exists() {
+                    if dry_run {
+                        return Err(format!("the restore target {} does not exist (a dry run creates nothing)", target.display()));
+                    }
+                    std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+                }
+                let path = target.canonicalize().map_err(|e| format!("restore target {}: {e}", target.display()))?;
+                grants.grants.dirs.push(DirGrant { path, access: DirAccess::ReadWrite });
+            }
+            Purpose::Restore { target: None, .. } => return Err("restoring files needs --target DIR".into()),
+        },
+        (StageKind::Sink, Some("local")) => {
+            let path = path_option("path")?.into_iter().next().ok_or("the local sink needs `path`")?;
+            grants.storage = Some(Storage::local(&path).map_err(|e| format!("{e:#}"))?);
+        }
+        (StageKind::Transform, Some("aes-gcm")) => match keys {
+            Some(keys) => grants.keys = KeyRing::default().with("data", keys.data.clone()),
+            None => {
+                return Err("aes-gcm encrypts with the repository key: set [repository] passphrase or key_file".into());
+            }
+        },
+        _ => {}
+    }
+    Ok(grants)
+}
+
+/// How to start a stage, with its options resolved for the plugin.
+pub fn spec(
+    stage: &StageConfig,
+    plugin: LoadedPlugin,
+    grants: StageGrants,
+    secrets: &SecretResolver,
+) -> Result<crate::pipeline::chain::StageSpec, crate::pipeline::RunError> {
+    let options = stage.resolved_options(secrets)?;
+    Ok(crate::pipeline::chain::StageSpec {
+        plugin,
+        label: stage.label(),
+        config_json: serde_json::Value::Object(options).to_string(),
+        grants,
+        limits: stage.limits.clone(),
+    })
 }
