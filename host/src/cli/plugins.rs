@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
+use crate::cli::common::human_bytes;
 use crate::cli::{CliError, Globals};
 use crate::engine::{Engine, EngineOptions};
 use crate::plugins::BUILTINS;
@@ -57,7 +58,7 @@ async fn list(engine: &Engine, globals: Globals) -> Result<(), CliError> {
             row["kind"].as_str().unwrap_or_default(),
             row["name"].as_str().unwrap_or_default(),
             row["version"].as_str().unwrap_or_default(),
-            human_size(row["size"].as_u64().unwrap_or_default()),
+            human_bytes(row["size"].as_u64().unwrap_or_default()),
             row["sha256"].as_str().unwrap_or_default(),
             row["description"].as_str().unwrap_or_default(),
         );
@@ -91,7 +92,7 @@ async fn inspect(engine: &Engine, file: &PathBuf, globals: Globals) -> Result<()
     println!("plugin:    {} {} — {}", info.name, info.version, info.description);
     println!("world:     {}", report["world"].as_str().unwrap_or_default());
     println!("contract:  {}", report["contract"].as_str().unwrap_or_default());
-    println!("size:      {} ({} bytes)", human_size(wasm.len() as u64), wasm.len());
+    println!("size:      {} ({} bytes)", human_bytes(wasm.len() as u64), wasm.len());
     println!("sha256:    {}", hex::encode(loaded.digest));
     println!("imports:");
     for import in &loaded.shape.imports {
@@ -102,15 +103,4 @@ async fn inspect(engine: &Engine, file: &PathBuf, globals: Globals) -> Result<()
         println!("  {export}");
     }
     Ok(())
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }

@@ -5,14 +5,45 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmtime::component::InstancePre;
 use wasmtime::{ResourceLimiter, Store};
 
 use crate::capabilities::{HostState, StageGrants};
 use crate::config::Limits;
-use crate::engine::bindings::PluginErrorKind;
-use crate::engine::{Engine, PluginError};
+use crate::engine::bindings::{self, PluginErrorKind, PluginInfo};
+use crate::engine::{Engine, LoadedPlugin, PluginError};
 
 pub type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+/// The generated bindings of one world, and what every world exports.
+pub trait World: Send + Sync + Sized + 'static {
+    /// "source", "transform", "sink".
+    const NAME: &'static str;
+    fn instantiate<'a>(pre: &'a InstancePre<HostState>, store: &'a mut Store<HostState>) -> CallFuture<'a, Self>;
+    fn info<'a>(&'a self, store: &'a mut Store<HostState>) -> CallFuture<'a, PluginInfo>;
+    fn configure<'a>(&'a self, store: &'a mut Store<HostState>, config: String) -> CallFuture<'a, Result<(), PluginErrorKind>>;
+}
+
+macro_rules! world {
+    ($bindings:ty, $pre:ty, $name:literal) => {
+        impl World for $bindings {
+            const NAME: &'static str = $name;
+            fn instantiate<'a>(pre: &'a InstancePre<HostState>, store: &'a mut Store<HostState>) -> CallFuture<'a, Self> {
+                Box::pin(async move { <$pre>::new(pre.clone())?.instantiate_async(store).await })
+            }
+            fn info<'a>(&'a self, store: &'a mut Store<HostState>) -> CallFuture<'a, PluginInfo> {
+                Box::pin(self.call_info(store))
+            }
+            fn configure<'a>(&'a self, store: &'a mut Store<HostState>, config: String) -> CallFuture<'a, Result<(), PluginErrorKind>> {
+                Box::pin(async move { self.call_configure(store, &config).await })
+            }
+        }
+    };
+}
+
+world!(bindings::source::SourcePlugin, bindings::source::SourcePluginPre<HostState>, "source");
+world!(bindings::transform::TransformPlugin, bindings::transform::TransformPluginPre<HostState>, "transform");
+world!(bindings::sink::SinkPlugin, bindings::sink::SinkPluginPre<HostState>, "sink");
 
 /// Caps linear memory and remembers that it did, so the error can name the limit.
 pub(crate) struct MemoryLimiter {
@@ -57,13 +88,34 @@ pub struct PluginInstance<B> {
     broken: Option<String>,
 }
 
-impl<B> PluginInstance<B> {
-    pub(crate) async fn start(
+impl<B: World> PluginInstance<B> {
+    /// Instantiates `plugin` and configures it with `config_json`.
+    pub(crate) async fn configured(
         engine: &Engine,
+        plugin: &LoadedPlugin,
+        label: &str,
+        config_json: &str,
+        grants: StageGrants,
+        limits: &Limits,
+    ) -> Result<Self, PluginError> {
+        let mut instance = Self::start(engine, plugin, label, grants, limits).await?;
+        let config = config_json.to_string();
+        instance.call_result("configure", |store, b| b.configure(store, config)).await?;
+        Ok(instance)
+    }
+
+    /// Instantiates `plugin` (without configuring it) to ask its name, version and description.
+    pub(crate) async fn describe(engine: &Engine, plugin: &LoadedPlugin) -> Result<PluginInfo, PluginError> {
+        let mut instance = Self::start(engine, plugin, &plugin.name, StageGrants::default(), &Limits::default()).await?;
+        instance.call("info", |store, b| b.info(store)).await
+    }
+
+    async fn start(
+        engine: &Engine,
+        plugin: &LoadedPlugin,
         label: &str,
         grants: StageGrants,
         limits: &Limits,
-        bind: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
     ) -> Result<Self, PluginError> {
         let label: Arc<str> = label.into();
         let instantiate_error = |reason: String| PluginError::Instantiate { plugin: label.to_string(), reason };
@@ -73,10 +125,10 @@ impl<B> PluginInstance<B> {
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let started = Instant::now();
-        let bindings = tokio::time::timeout(limits.call_timeout, bind(&mut store))
+        let bindings = tokio::time::timeout(limits.call_timeout, B::instantiate(&plugin.pre, &mut store))
             .await
             .map_err(|_| instantiate_error(format!("instantiation took longer than {:?}", limits.call_timeout)))?
-            .map_err(|e| instantiate_error(format!("{e:#}")))?;
+            .map_err(|e| instantiate_error(format!("it does not fit the {} world: {e:#}", B::NAME)))?;
         Ok(PluginInstance {
             store,
             bindings,
@@ -90,6 +142,9 @@ impl<B> PluginInstance<B> {
     pub fn label(&self) -> &str {
         &self.label
     }
+}
+
+impl<B> PluginInstance<B> {
 
     pub fn limits(&self) -> &Limits {
         &self.limits

@@ -84,6 +84,7 @@ impl Engine {
         services::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         services::keys::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         services::storage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        services::files::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
         let cache = options.cache_dir.map(|dir| cache::CompileCache::new(dir, &engine));
         Ok(Engine { inner: Arc::new(EngineInner { engine, linker, cache }) })
@@ -112,27 +113,11 @@ impl Engine {
 impl Engine {
     /// Instantiates a plugin just to ask its name, version and description.
     pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<bindings::PluginInfo, PluginError> {
-        use crate::config::{Limits, StageKind};
-        let limits = Limits::default();
-        let grants = crate::capabilities::StageGrants::default();
-        let label = plugin.name.as_str();
-        let load_error = |e: wasmtime::Error| PluginError::Load { plugin: label.to_string(), reason: format!("{e:#}") };
+        use crate::config::StageKind;
         match plugin.shape.kind {
-            StageKind::Source => {
-                let pre = bindings::source::SourcePluginPre::new(plugin.pre.clone()).map_err(load_error)?;
-                let mut inst = PluginInstance::start(self, label, grants, &limits, async |s| pre.instantiate_async(s).await).await?;
-                inst.call("info", |s, b| Box::pin(async move { b.call_info(s).await })).await
-            }
-            StageKind::Transform => {
-                let pre = bindings::transform::TransformPluginPre::new(plugin.pre.clone()).map_err(load_error)?;
-                let mut inst = PluginInstance::start(self, label, grants, &limits, async |s| pre.instantiate_async(s).await).await?;
-                inst.call("info", |s, b| Box::pin(async move { b.call_info(s).await })).await
-            }
-            StageKind::Sink => {
-                let pre = bindings::sink::SinkPluginPre::new(plugin.pre.clone()).map_err(load_error)?;
-                let mut inst = PluginInstance::start(self, label, grants, &limits, async |s| pre.instantiate_async(s).await).await?;
-                inst.call("info", |s, b| Box::pin(async move { b.call_info(s).await })).await
-            }
+            StageKind::Source => PluginInstance::<bindings::source::SourcePlugin>::describe(self, plugin).await,
+            StageKind::Transform => PluginInstance::<bindings::transform::TransformPlugin>::describe(self, plugin).await,
+            StageKind::Sink => PluginInstance::<bindings::sink::SinkPlugin>::describe(self, plugin).await,
         }
     }
 }

@@ -5,7 +5,7 @@ use wasmtime::component::ResourceAny;
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
 use crate::engine::bindings::sink::exports::runner::plugin::sink::{ListPage, ObjectStat};
-use crate::engine::bindings::sink::{SinkPlugin, SinkPluginPre};
+use crate::engine::bindings::sink::SinkPlugin;
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 pub struct SinkInstance {
@@ -26,17 +26,7 @@ impl SinkInstance {
         grants: StageGrants,
         limits: &Limits,
     ) -> Result<Self, PluginError> {
-        let pre = SinkPluginPre::new(plugin.pre.clone()).map_err(|e| PluginError::Load {
-            plugin: label.to_string(),
-            reason: format!("it is not a sink: {e:#}"),
-        })?;
-        let mut inner =
-            PluginInstance::start(engine, label, grants, limits, async |store| pre.instantiate_async(store).await).await?;
-        let config = config_json.to_string();
-        inner
-            .call_result("configure", |store, b| Box::pin(async move { b.call_configure(store, &config).await }))
-            .await?;
-        Ok(SinkInstance { inner })
+        Ok(SinkInstance { inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits).await? })
     }
 
     pub fn label(&self) -> &str {

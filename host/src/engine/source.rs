@@ -6,7 +6,7 @@ use wasmtime::component::ResourceAny;
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
 use crate::engine::bindings::source::exports::runner::plugin::source::{Artifact, RestoreOptions, RestoreReport};
-use crate::engine::bindings::source::{SourcePlugin, SourcePluginPre};
+use crate::engine::bindings::source::SourcePlugin;
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 pub type Metadata = Vec<(String, String)>;
@@ -30,17 +30,7 @@ impl SourceInstance {
         grants: StageGrants,
         limits: &Limits,
     ) -> Result<Self, PluginError> {
-        let pre = SourcePluginPre::new(plugin.pre.clone()).map_err(|e| PluginError::Load {
-            plugin: label.to_string(),
-            reason: format!("it is not a source: {e:#}"),
-        })?;
-        let mut inner =
-            PluginInstance::start(engine, label, grants, limits, async |store| pre.instantiate_async(store).await).await?;
-        let config = config_json.to_string();
-        inner
-            .call_result("configure", |store, b| Box::pin(async move { b.call_configure(store, &config).await }))
-            .await?;
-        Ok(SourceInstance { inner })
+        Ok(SourceInstance { inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits).await? })
     }
 
     pub fn label(&self) -> &str {

@@ -4,7 +4,7 @@ use wasmtime::component::ResourceAny;
 
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
-use crate::engine::bindings::transform::{TransformPlugin, TransformPluginPre};
+use crate::engine::bindings::transform::TransformPlugin;
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 /// Decoder parameters: what an encoder's `finish` returned, stored in the manifest.
@@ -35,19 +35,7 @@ impl TransformInstance {
         grants: StageGrants,
         limits: &Limits,
     ) -> Result<Self, PluginError> {
-        let pre = TransformPluginPre::new(plugin.pre.clone()).map_err(|e| PluginError::Load {
-            plugin: label.to_string(),
-            reason: format!("it is not a transform: {e:#}"),
-        })?;
-        let mut inner = PluginInstance::start(engine, label, grants, limits, async |store| {
-            pre.instantiate_async(store).await
-        })
-        .await?;
-        let config = config_json.to_string();
-        inner
-            .call_result("configure", |store, b| Box::pin(async move { b.call_configure(store, &config).await }))
-            .await?;
-        Ok(TransformInstance { inner })
+        Ok(TransformInstance { inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits).await? })
     }
 
     pub fn label(&self) -> &str {
