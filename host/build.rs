@@ -66,10 +66,18 @@ fn check_toolchain() {
     if !libdir.is_some_and(|dir| dir.exists()) {
         fail("the wasm32-wasip2 Rust target is missing: run `rustup target add wasm32-wasip2`");
     }
-    let clang = Command::new("clang").arg("--version").output().is_ok_and(|o| o.status.success());
-    let ar = Command::new("llvm-ar").arg("--version").output().is_ok_and(|o| o.status.success());
+    let clang = Command::new("clang")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let ar = Command::new("llvm-ar")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !clang || !ar || !Path::new(WASI_LIBC_INCLUDE).join("stdio.h").exists() {
-        fail("clang, llvm-ar and the WASI libc headers are needed to build C inside plugins: run `sudo apt-get install -y clang lld llvm wasi-libc`");
+        fail(
+            "clang, llvm-ar and the WASI libc headers are needed to build C inside plugins: run `sudo apt-get install -y clang lld llvm wasi-libc`",
+        );
     }
 }
 
@@ -81,37 +89,57 @@ fn builtin_members(plugins_dir: &Path) -> Vec<(String, String)> {
     for member in members.iter().filter_map(|m| m.as_str()) {
         let manifest: toml::Table = read_toml(&plugins_dir.join(member).join("Cargo.toml"));
         let package = &manifest["package"];
-        let Some(kind) = package.get("metadata").and_then(|m| m.get("runner")).and_then(|r| r.get("kind")) else {
+        let Some(kind) = package
+            .get("metadata")
+            .and_then(|m| m.get("runner"))
+            .and_then(|r| r.get("kind"))
+        else {
             continue;
         };
         let kind = match kind.as_str() {
             Some("source") => "Source",
             Some("transform") => "Transform",
             Some("sink") => "Sink",
-            other => fail(&format!("plugins/{member}: unknown [package.metadata.runner] kind {other:?}")),
+            other => fail(&format!(
+                "plugins/{member}: unknown [package.metadata.runner] kind {other:?}"
+            )),
         };
-        found.push((package["name"].as_str().unwrap().to_string(), kind.to_string()));
+        found.push((
+            package["name"].as_str().unwrap().to_string(),
+            kind.to_string(),
+        ));
     }
     found.sort();
     found
 }
 
 fn read_toml(path: &Path) -> toml::Table {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
-    text.parse().unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())))
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    text.parse()
+        .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())))
 }
 
 fn build_plugins(plugins_dir: &Path, target_dir: &Path) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(plugins_dir)
-        .args(["build", "--release", "--target", WASM_TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--target-dir",
+        ])
         .arg(target_dir)
         // C inside plugins (zstd) is compiled by clang against WASI libc; without the
         // -isystem clang picks glibc's headers and fails.
         .env("CC_wasm32_wasip2", "clang")
         .env("AR_wasm32_wasip2", "llvm-ar")
-        .env("CFLAGS_wasm32_wasip2", format!("-isystem {WASI_LIBC_INCLUDE}"));
+        .env(
+            "CFLAGS_wasm32_wasip2",
+            format!("-isystem {WASI_LIBC_INCLUDE}"),
+        );
     // The host's build settings must not leak into the plugins' build.
     for var in [
         "CARGO_TARGET_DIR",
@@ -125,7 +153,9 @@ fn build_plugins(plugins_dir: &Path, target_dir: &Path) {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().unwrap_or_else(|e| fail(&format!("cannot run cargo to build the plugins: {e}")));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| fail(&format!("cannot run cargo to build the plugins: {e}")));
     if !status.success() {
         fail("building the plugins for wasm32-wasip2 failed (see the cargo output above)");
     }
@@ -134,7 +164,9 @@ fn build_plugins(plugins_dir: &Path, target_dir: &Path) {
 /// Reruns the build script when anything under `dir` changes (build output excluded).
 fn watch(dir: &Path) {
     println!("cargo:rerun-if-changed={}", dir.display());
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.file_name().is_some_and(|n| n == "target") {

@@ -8,7 +8,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod engine;
-pub mod pipeline;
 pub mod manifest;
+pub mod pipeline;
 pub mod plugins;
 pub mod repository;

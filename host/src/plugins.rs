@@ -36,6 +36,10 @@ pub struct Builtins;
 
 impl PluginCatalog for Builtins {
     fn builtin_names(&self, kind: StageKind) -> Vec<String> {
-        BUILTINS.iter().filter(|p| p.kind == kind).map(|p| p.name.to_string()).collect()
+        BUILTINS
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.name.to_string())
+            .collect()
     }
 }

@@ -17,7 +17,9 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(chain: &str) -> Self {
-        let setup = Setup { dir: tempfile::tempdir().unwrap() };
+        let setup = Setup {
+            dir: tempfile::tempdir().unwrap(),
+        };
         std::fs::create_dir(setup.data()).unwrap();
         setup.write_pipeline(chain);
         setup
@@ -58,7 +60,12 @@ impl Setup {
     /// Runs and expects success.
     pub fn ok(&self, args: &[&str]) -> String {
         let output = self.runner(args);
-        assert!(output.status.success(), "runner {args:?} failed:\n{}{}", stdout(&output), stderr(&output));
+        assert!(
+            output.status.success(),
+            "runner {args:?} failed:\n{}{}",
+            stdout(&output),
+            stderr(&output)
+        );
         stdout(&output)
     }
 
@@ -93,7 +100,11 @@ fn is_empty_dir(path: &Path) -> bool {
 /// Runs a command to completion and returns its output with its peak RSS in bytes.
 fn run_measured(mut cmd: Command) -> (Output, u64) {
     use std::os::unix::process::ExitStatusExt;
-    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id() as libc::pid_t;
     let out = std::thread::spawn({
         let mut child = child;
@@ -101,8 +112,18 @@ fn run_measured(mut cmd: Command) -> (Output, u64) {
             let mut stdout = Vec::new();
             let mut stderr = Vec::new();
             use std::io::Read;
-            child.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
-            child.stderr.take().unwrap().read_to_end(&mut stderr).unwrap();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_end(&mut stdout)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_end(&mut stderr)
+                .unwrap();
             (stdout, stderr, child)
         }
     });
@@ -112,7 +133,11 @@ fn run_measured(mut cmd: Command) -> (Output, u64) {
     assert_eq!(waited, pid);
     let (stdout, stderr, child) = out.join().unwrap();
     std::mem::forget(child); // already reaped by wait4
-    let output = Output { status: std::process::ExitStatus::from_raw(status), stdout, stderr };
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout,
+        stderr,
+    };
     (output, usage.ru_maxrss as u64 * 1024)
 }
 
@@ -122,18 +147,47 @@ fn a_large_tree_round_trips_exactly_with_flat_memory() {
     tree::generate(&setup.data(), 1 << 30, 10_000);
 
     let (output, run_rss) = run_measured(setup.command(&["run", "pipeline.toml"], PASSPHRASE));
-    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     assert!(stdout(&output).contains("committed"), "{}", stdout(&output));
 
     let target = setup.dir.path().join("restored");
-    let (output, restore_rss) =
-        run_measured(setup.command(&["restore", "pipeline.toml", "--target", target.to_str().unwrap()], PASSPHRASE));
-    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    let (output, restore_rss) = run_measured(setup.command(
+        &[
+            "restore",
+            "pipeline.toml",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+        PASSPHRASE,
+    ));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     tree::assert_same(&setup.data(), &target.join("data"));
 
-    println!("peak RSS: run {} MiB, restore {} MiB", run_rss >> 20, restore_rss >> 20);
-    assert!(run_rss < 200 << 20, "runner run peaked at {} MiB", run_rss >> 20);
-    assert!(restore_rss < 200 << 20, "runner restore peaked at {} MiB", restore_rss >> 20);
+    println!(
+        "peak RSS: run {} MiB, restore {} MiB",
+        run_rss >> 20,
+        restore_rss >> 20
+    );
+    assert!(
+        run_rss < 200 << 20,
+        "runner run peaked at {} MiB",
+        run_rss >> 20
+    );
+    assert!(
+        restore_rss < 200 << 20,
+        "runner restore peaked at {} MiB",
+        restore_rss >> 20
+    );
 
     let verified = setup.ok(&["verify", "pipeline.toml", "--read-data"]);
     assert!(verified.contains(": ok"), "{verified}");
@@ -146,10 +200,20 @@ fn only_restores_matching_paths_and_dry_run_writes_nothing() {
     setup.ok(&["run", "pipeline.toml"]);
 
     let target = setup.dir.path().join("partial");
-    setup.ok(&["restore", "pipeline.toml", "--target", "partial", "--only", "data/a/**"]);
+    setup.ok(&[
+        "restore",
+        "pipeline.toml",
+        "--target",
+        "partial",
+        "--only",
+        "data/a/**",
+    ]);
     assert!(target.join("data/a/b/c/deep.txt").exists());
     assert!(target.join("data/a/original").exists());
-    assert!(!target.join("data/many").exists(), "--only restored more than asked");
+    assert!(
+        !target.join("data/many").exists(),
+        "--only restored more than asked"
+    );
     assert!(!target.join("data/zero-bytes").exists());
 
     let dry = setup.dir.path().join("dry");
@@ -171,7 +235,13 @@ fn a_non_empty_target_is_refused_unless_told() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("not empty"), "{}", stderr(&output));
     assert_eq!(std::fs::read(target.join("keep-me")).unwrap(), b"precious");
-    setup.ok(&["restore", "pipeline.toml", "--target", "busy", "--overwrite"]);
+    setup.ok(&[
+        "restore",
+        "pipeline.toml",
+        "--target",
+        "busy",
+        "--overwrite",
+    ]);
     tree::assert_same(&setup.data(), &target.join("data"));
 }
 
@@ -189,12 +259,31 @@ fn a_wrong_passphrase_fails_at_once_and_writes_nothing() {
         vec!["snapshots", "pipeline.toml"],
     ] {
         let output = setup.command(&args, "not the passphrase").output().unwrap();
-        assert_eq!(output.status.code(), Some(6), "{args:?}: {}", stderr(&output));
-        assert!(stderr(&output).contains("wrong passphrase"), "{args:?}: {}", stderr(&output));
-        assert!(!stderr(&output).contains("not the passphrase"), "the passphrase leaked into the error");
+        assert_eq!(
+            output.status.code(),
+            Some(6),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("wrong passphrase"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            !stderr(&output).contains("not the passphrase"),
+            "the passphrase leaked into the error"
+        );
     }
-    assert_eq!(setup.repo_files(), before, "a failed unlock wrote into the repository");
-    assert!(is_empty_dir(&target), "a failed unlock wrote into the target");
+    assert_eq!(
+        setup.repo_files(),
+        before,
+        "a failed unlock wrote into the repository"
+    );
+    assert!(
+        is_empty_dir(&target),
+        "a failed unlock wrote into the target"
+    );
 }
 
 /// Damages a copy of a repository and expects verify --read-data and restore to fail
@@ -202,11 +291,21 @@ fn a_wrong_passphrase_fails_at_once_and_writes_nothing() {
 fn assert_damage_detected(setup: &Setup, damage: impl FnOnce(&Path), expected: &[&str]) {
     let copy = tempfile::tempdir().unwrap();
     let repo = copy.path().join("repo");
-    let status = Command::new("cp").args(["-a", setup.repo().to_str().unwrap(), repo.to_str().unwrap()]).status().unwrap();
+    let status = Command::new("cp")
+        .args(["-a", setup.repo().to_str().unwrap(), repo.to_str().unwrap()])
+        .status()
+        .unwrap();
     assert!(status.success());
     damage(&repo);
     let pipeline = copy.path().join("pipeline.toml");
-    std::fs::write(&pipeline, std::fs::read_to_string(setup.pipeline()).unwrap().replace("paths = [\"data\"]", &format!("paths = [{:?}]", setup.data()))).unwrap();
+    std::fs::write(
+        &pipeline,
+        std::fs::read_to_string(setup.pipeline()).unwrap().replace(
+            "paths = [\"data\"]",
+            &format!("paths = [{:?}]", setup.data()),
+        ),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_runner"))
             .args(args)
@@ -218,14 +317,28 @@ fn assert_damage_detected(setup: &Setup, damage: impl FnOnce(&Path), expected: &
     };
     let verify = run(&["verify", "pipeline.toml", "--read-data"]);
     let verify_text = format!("{}{}", stdout(&verify), stderr(&verify));
-    assert_eq!(verify.status.code(), Some(5), "verify should fail with the integrity code:\n{verify_text}");
+    assert_eq!(
+        verify.status.code(),
+        Some(5),
+        "verify should fail with the integrity code:\n{verify_text}"
+    );
     for part in expected {
-        assert!(verify_text.contains(part), "verify output lacks {part:?}:\n{verify_text}");
+        assert!(
+            verify_text.contains(part),
+            "verify output lacks {part:?}:\n{verify_text}"
+        );
     }
     let restore = run(&["restore", "pipeline.toml", "--target", "target"]);
-    assert!(!restore.status.success(), "restore of a damaged snapshot succeeded");
+    assert!(
+        !restore.status.success(),
+        "restore of a damaged snapshot succeeded"
+    );
     let target = copy.path().join("target");
-    assert!(is_empty_dir(&target), "a failed restore left files in the target: {:?}", std::fs::read_dir(&target).map(|d| d.count()));
+    assert!(
+        is_empty_dir(&target),
+        "a failed restore left files in the target: {:?}",
+        std::fs::read_dir(&target).map(|d| d.count())
+    );
 }
 
 #[test]
@@ -233,43 +346,75 @@ fn damaged_repositories_are_detected_and_named() {
     let setup = Setup::new(CHAIN);
     tree::generate(&setup.data(), 3 << 20, 20);
     setup.ok(&["run", "pipeline.toml"]);
-    let objects: Vec<PathBuf> = setup.repo_files().into_iter().filter(|p| p.starts_with("data")).collect();
-    let manifest = setup.repo_files().into_iter().find(|p| p.starts_with("snapshots")).unwrap();
+    let objects: Vec<PathBuf> = setup
+        .repo_files()
+        .into_iter()
+        .filter(|p| p.starts_with("data"))
+        .collect();
+    let manifest = setup
+        .repo_files()
+        .into_iter()
+        .find(|p| p.starts_with("snapshots"))
+        .unwrap();
     let object = objects[0].clone();
 
-    assert_damage_detected(&setup, |repo| {
-        let path = repo.join(&object);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x01;
-        std::fs::write(&path, bytes).unwrap();
-    }, &["artifact data", "object", "stored object"]);
+    assert_damage_detected(
+        &setup,
+        |repo| {
+            let path = repo.join(&object);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x01;
+            std::fs::write(&path, bytes).unwrap();
+        },
+        &["artifact data", "object", "stored object"],
+    );
 
-    assert_damage_detected(&setup, |repo| {
-        let path = repo.join(&object);
-        let bytes = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
-    }, &["artifact data", "object"]);
+    assert_damage_detected(
+        &setup,
+        |repo| {
+            let path = repo.join(&object);
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+        },
+        &["artifact data", "object"],
+    );
 
-    assert_damage_detected(&setup, |repo| std::fs::remove_file(repo.join(&object)).unwrap(), &["artifact data", "missing"]);
+    assert_damage_detected(
+        &setup,
+        |repo| std::fs::remove_file(repo.join(&object)).unwrap(),
+        &["artifact data", "missing"],
+    );
 
-    assert_damage_detected(&setup, |repo| {
-        let path = repo.join(&manifest);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        std::fs::write(&path, bytes).unwrap();
-    }, &["snapshots/", "does not authenticate"]);
+    assert_damage_detected(
+        &setup,
+        |repo| {
+            let path = repo.join(&manifest);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x40;
+            std::fs::write(&path, bytes).unwrap();
+        },
+        &["snapshots/", "does not authenticate"],
+    );
 
     // A manifest from another repository (same passphrase, other master key).
     let other = Setup::new(CHAIN);
     tree::generate(&other.data(), 0, 1);
     other.ok(&["run", "pipeline.toml"]);
-    let foreign = other.repo_files().into_iter().find(|p| p.starts_with("snapshots")).unwrap();
+    let foreign = other
+        .repo_files()
+        .into_iter()
+        .find(|p| p.starts_with("snapshots"))
+        .unwrap();
     let foreign_bytes = std::fs::read(other.repo().join(&foreign)).unwrap();
-    assert_damage_detected(&setup, |repo| {
-        std::fs::write(repo.join(&manifest), &foreign_bytes).unwrap();
-    }, &["does not authenticate"]);
+    assert_damage_detected(
+        &setup,
+        |repo| {
+            std::fs::write(repo.join(&manifest), &foreign_bytes).unwrap();
+        },
+        &["does not authenticate"],
+    );
 }
 
 #[test]
@@ -280,19 +425,39 @@ fn killed_runs_leave_no_snapshot_and_earlier_ones_intact() {
     assert_eq!(setup.snapshots().len(), 1);
 
     for failpoint in ["after-upload:2", "before-manifest", "mid-manifest"] {
-        let output = setup.command(&["run", "pipeline.toml"], PASSPHRASE).env("RUNNER_TEST_FAILPOINT", failpoint).output().unwrap();
+        let output = setup
+            .command(&["run", "pipeline.toml"], PASSPHRASE)
+            .env("RUNNER_TEST_FAILPOINT", failpoint)
+            .output()
+            .unwrap();
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{failpoint}: the failpoint did not fire: {}", stderr(&output));
-        assert_eq!(setup.snapshots().len(), 1, "{failpoint}: a killed run left a snapshot");
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGKILL),
+            "{failpoint}: the failpoint did not fire: {}",
+            stderr(&output)
+        );
+        assert_eq!(
+            setup.snapshots().len(),
+            1,
+            "{failpoint}: a killed run left a snapshot"
+        );
     }
     // And at a random moment.
     for delay_ms in [150, 400, 900] {
-        let mut child = setup.command(&["run", "pipeline.toml"], PASSPHRASE).spawn().unwrap();
+        let mut child = setup
+            .command(&["run", "pipeline.toml"], PASSPHRASE)
+            .spawn()
+            .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let status = child.wait().unwrap();
         let expected = if status.success() { 2 } else { 1 };
-        assert_eq!(setup.snapshots().len(), expected, "kill after {delay_ms} ms");
+        assert_eq!(
+            setup.snapshots().len(),
+            expected,
+            "kill after {delay_ms} ms"
+        );
         if status.success() {
             break;
         }
@@ -300,7 +465,14 @@ fn killed_runs_leave_no_snapshot_and_earlier_ones_intact() {
     let verified = setup.ok(&["verify", "pipeline.toml", "--all", "--read-data"]);
     assert!(!verified.contains("FAILED"), "{verified}");
     let first = setup.snapshots()[0]["id"].as_str().unwrap().to_string();
-    setup.ok(&["restore", "pipeline.toml", "--snapshot", &first[..8], "--target", "restored"]);
+    setup.ok(&[
+        "restore",
+        "pipeline.toml",
+        "--snapshot",
+        &first[..8],
+        "--target",
+        "restored",
+    ]);
     tree::assert_same(&setup.data(), &setup.dir.path().join("restored/data"));
 }
 
@@ -316,9 +488,23 @@ fn an_old_snapshot_restores_with_its_recorded_chain_after_the_pipeline_changed()
     setup.ok(&["run", "pipeline.toml"]);
     assert_eq!(setup.snapshots().len(), 2);
 
-    setup.ok(&["restore", "pipeline.toml", "--snapshot", &old, "--target", "old"]);
+    setup.ok(&[
+        "restore",
+        "pipeline.toml",
+        "--snapshot",
+        &old,
+        "--target",
+        "old",
+    ]);
     tree::assert_same(&setup.data(), &setup.dir.path().join("old/data"));
-    setup.ok(&["restore", "pipeline.toml", "--snapshot", "latest", "--target", "new"]);
+    setup.ok(&[
+        "restore",
+        "pipeline.toml",
+        "--snapshot",
+        "latest",
+        "--target",
+        "new",
+    ]);
     tree::assert_same(&setup.data(), &setup.dir.path().join("new/data"));
     let verified = setup.ok(&["verify", "pipeline.toml", "--all", "--read-data"]);
     assert_eq!(verified.matches(": ok").count(), 2, "{verified}");
@@ -336,7 +522,10 @@ fn snapshots_lists_manifests_with_sizes() {
     assert!(listed[0]["bytes_in"].as_u64().unwrap() > 1 << 20);
     assert!(listed[0]["bytes_stored"].as_u64().unwrap() < listed[0]["bytes_in"].as_u64().unwrap());
     let table = setup.ok(&["snapshots", "pipeline.toml"]);
-    assert!(table.contains(&listed[0]["id"].as_str().unwrap()[..8]), "{table}");
+    assert!(
+        table.contains(&listed[0]["id"].as_str().unwrap()[..8]),
+        "{table}"
+    );
 }
 
 #[test]
@@ -344,21 +533,64 @@ fn key_slots_can_be_added_used_and_removed_without_reencrypting() {
     let setup = Setup::new(CHAIN);
     tree::generate(&setup.data(), 0, 3);
     setup.ok(&["run", "pipeline.toml"]);
-    let data_before: Vec<PathBuf> = setup.repo_files().into_iter().filter(|p| p.starts_with("data")).collect();
-    let output = setup.command(&["key", "add", "pipeline.toml", "--new-passphrase", "${env:NEW_PASS}"], PASSPHRASE).env("NEW_PASS", "second passphrase").output().unwrap();
+    let data_before: Vec<PathBuf> = setup
+        .repo_files()
+        .into_iter()
+        .filter(|p| p.starts_with("data"))
+        .collect();
+    let output = setup
+        .command(
+            &[
+                "key",
+                "add",
+                "pipeline.toml",
+                "--new-passphrase",
+                "${env:NEW_PASS}",
+            ],
+            PASSPHRASE,
+        )
+        .env("NEW_PASS", "second passphrase")
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let slots: Vec<serde_json::Value> = serde_json::from_str(&setup.ok(&["key", "list", "pipeline.toml", "--json"])).unwrap();
+    let slots: Vec<serde_json::Value> =
+        serde_json::from_str(&setup.ok(&["key", "list", "pipeline.toml", "--json"])).unwrap();
     assert_eq!(slots.len(), 2);
     // The new passphrase opens the repository and restores the old data.
-    let output = setup.command(&["restore", "pipeline.toml", "--target", "with-new-key"], "second passphrase").output().unwrap();
+    let output = setup
+        .command(
+            &["restore", "pipeline.toml", "--target", "with-new-key"],
+            "second passphrase",
+        )
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     tree::assert_same(&setup.data(), &setup.dir.path().join("with-new-key/data"));
     // Remove the original slot; the old passphrase stops working, the new one still does.
-    let original = slots.iter().find(|s| s["label"] == "created with the repository").unwrap()["id"].as_str().unwrap().to_string();
+    let original = slots
+        .iter()
+        .find(|s| s["label"] == "created with the repository")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     setup.ok(&["key", "remove", "pipeline.toml", &original]);
-    assert_eq!(setup.runner(&["snapshots", "pipeline.toml"]).status.code(), Some(6));
-    let output = setup.command(&["key", "remove", "pipeline.toml", "x"], "second passphrase").output().unwrap();
+    assert_eq!(
+        setup.runner(&["snapshots", "pipeline.toml"]).status.code(),
+        Some(6)
+    );
+    let output = setup
+        .command(
+            &["key", "remove", "pipeline.toml", "x"],
+            "second passphrase",
+        )
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    let data_after: Vec<PathBuf> = setup.repo_files().into_iter().filter(|p| p.starts_with("data")).collect();
+    let data_after: Vec<PathBuf> = setup
+        .repo_files()
+        .into_iter()
+        .filter(|p| p.starts_with("data"))
+        .collect();
     assert_eq!(data_before, data_after, "key changes must not rewrite data");
 }

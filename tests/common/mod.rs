@@ -18,12 +18,20 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn engine() -> Engine {
-    Engine::new(EngineOptions { cache_dir: Some(cache_dir()), guest_debug: false }).unwrap()
+    Engine::new(EngineOptions {
+        cache_dir: Some(cache_dir()),
+        guest_debug: false,
+    })
+    .unwrap()
 }
 
 /// An engine whose plugins' linear memory the test can read.
 pub fn debug_engine() -> Engine {
-    Engine::new(EngineOptions { cache_dir: Some(cache_dir()), guest_debug: true }).unwrap()
+    Engine::new(EngineOptions {
+        cache_dir: Some(cache_dir()),
+        guest_debug: true,
+    })
+    .unwrap()
 }
 
 pub fn key_ring(key: &[u8; 32]) -> KeyRing {
@@ -31,17 +39,36 @@ pub fn key_ring(key: &[u8; 32]) -> KeyRing {
 }
 
 /// Starts the built-in transform `name` with `config` and the given keys.
-pub async fn transform(engine: &Engine, name: &str, config: serde_json::Value, keys: KeyRing) -> TransformInstance {
-    let builtin = runner::plugins::builtin(StageKind::Transform, name).unwrap_or_else(|| panic!("no built-in {name}"));
+pub async fn transform(
+    engine: &Engine,
+    name: &str,
+    config: serde_json::Value,
+    keys: KeyRing,
+) -> TransformInstance {
+    let builtin = runner::plugins::builtin(StageKind::Transform, name)
+        .unwrap_or_else(|| panic!("no built-in {name}"));
     let loaded = engine.load(name, builtin.wasm).unwrap();
-    let grants = StageGrants { keys, ..Default::default() };
-    TransformInstance::start(engine, &loaded, name, &config.to_string(), grants, &Limits::default())
-        .await
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+    let grants = StageGrants {
+        keys,
+        ..Default::default()
+    };
+    TransformInstance::start(
+        engine,
+        &loaded,
+        name,
+        &config.to_string(),
+        grants,
+        &Limits::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("starting {name}: {e}"))
 }
 
 pub fn object(id: &str) -> ObjectInfo {
-    ObjectInfo { id: id.to_string(), size_hint: None }
+    ObjectInfo {
+        id: id.to_string(),
+        size_hint: None,
+    }
 }
 
 /// Encodes `chunks` as one object; returns the encoded bytes and the decoder parameters.
@@ -59,7 +86,12 @@ pub async fn encode(t: &mut TransformInstance, id: &str, chunks: &[&[u8]]) -> (V
 }
 
 /// Decodes one object fed in `chunks`; the error is the plugin's (corruption) error.
-pub async fn decode(t: &mut TransformInstance, id: &str, params: &Params, chunks: &[&[u8]]) -> Result<Vec<u8>, PluginError> {
+pub async fn decode(
+    t: &mut TransformInstance,
+    id: &str,
+    params: &Params,
+    chunks: &[&[u8]],
+) -> Result<Vec<u8>, PluginError> {
     let codec = t.decoder(&object(id), params).await?;
     let mut out = Vec::new();
     let mut sink = |piece: Vec<u8>| out.extend_from_slice(&piece);

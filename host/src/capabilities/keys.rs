@@ -40,7 +40,13 @@ impl DataKey {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ciphertext = self
             .cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: associated_data })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: associated_data,
+                },
+            )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         sealed.extend_from_slice(&nonce);
@@ -55,14 +61,22 @@ impl DataKey {
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         self.cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: associated_data })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: associated_data,
+                },
+            )
             .ok()
     }
 }
 
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataKey").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("DataKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,7 +101,10 @@ impl KeyRing {
 pub struct SealingKeyHandle(Arc<DataKey>);
 
 impl Host for HostState {
-    async fn get_key(&mut self, name: String) -> wasmtime::Result<Result<Resource<SealingKeyHandle>, Error>> {
+    async fn get_key(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<SealingKeyHandle>, Error>> {
         let Some(key) = self.keys.get(&name).cloned() else {
             return Ok(Err(Error::AccessDenied(format!(
                 "no key named {name:?} is granted to this stage (does the pipeline set [repository] passphrase or key_file?)"
@@ -108,7 +125,11 @@ impl HostSealingKey for HostState {
         associated_data: Vec<u8>,
         plaintext: Vec<u8>,
     ) -> wasmtime::Result<Result<Vec<u8>, Error>> {
-        Ok(Ok(self.table.get(&key)?.0.seal(&associated_data, &plaintext)))
+        Ok(Ok(self
+            .table
+            .get(&key)?
+            .0
+            .seal(&associated_data, &plaintext)))
     }
 
     async fn open(

@@ -27,7 +27,12 @@ impl Host for HostState {
         Ok(())
     }
 
-    async fn progress(&mut self, done: u64, total: Option<u64>, unit: String) -> wasmtime::Result<()> {
+    async fn progress(
+        &mut self,
+        done: u64,
+        total: Option<u64>,
+        unit: String,
+    ) -> wasmtime::Result<()> {
         tracing::trace!(plugin = &*self.plugin, done, total, unit, "progress");
         Ok(())
     }

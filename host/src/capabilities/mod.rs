@@ -45,7 +45,7 @@ impl HostState {
     pub fn new(plugin: Arc<str>, grants: StageGrants, limits: &Limits) -> anyhow::Result<Self> {
         Ok(HostState {
             wasi: wasi::context(&grants.grants)?,
-            files: files::FileRoots::new(&grants.grants),
+            files: files::FileRoots::new(&grants.grants)?,
             plugin,
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits.memory),
@@ -57,6 +57,9 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

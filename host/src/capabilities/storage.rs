@@ -62,19 +62,32 @@ fn contract_error(e: opendal::Error) -> Error {
         ErrorKind::NotFound => Error::NotFound(message),
         ErrorKind::PermissionDenied => Error::AccessDenied(message),
         ErrorKind::AlreadyExists | ErrorKind::ConditionNotMatch => Error::AlreadyExists(message),
-        ErrorKind::RateLimited => Error::Remote(RemoteError { message, retryable: true }),
+        ErrorKind::RateLimited => Error::Remote(RemoteError {
+            message,
+            retryable: true,
+        }),
         ErrorKind::ConfigInvalid => Error::InvalidInput(message),
-        _ if e.is_temporary() => Error::Remote(RemoteError { message, retryable: true }),
-        _ => Error::Remote(RemoteError { message, retryable: false }),
+        _ if e.is_temporary() => Error::Remote(RemoteError {
+            message,
+            retryable: true,
+        }),
+        _ => Error::Remote(RemoteError {
+            message,
+            retryable: false,
+        }),
     }
 }
 
 /// Rejects paths that could leave the storage root or hit the temporary area.
 fn checked_path(path: &str) -> Result<&str, Error> {
-    let bad = path.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+    let bad = path
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
         || path.starts_with(LOCAL_TMP_DIR);
     if bad {
-        return Err(Error::InvalidInput(format!("invalid storage path {path:?}")));
+        return Err(Error::InvalidInput(format!(
+            "invalid storage path {path:?}"
+        )));
     }
     Ok(path)
 }
@@ -102,32 +115,56 @@ impl HostState {
 }
 
 impl Host for HostState {
-    async fn open_writer(&mut self, path: String, if_absent: bool) -> wasmtime::Result<Result<Resource<StorageWriter>, Error>> {
+    async fn open_writer(
+        &mut self,
+        path: String,
+        if_absent: bool,
+    ) -> wasmtime::Result<Result<Resource<StorageWriter>, Error>> {
         let op = self.operator();
         let opened = async {
             let op = op?;
             checked_path(&path)?;
-            op.writer_with(&path).if_not_exists(if_absent).await.map_err(contract_error)
+            op.writer_with(&path)
+                .if_not_exists(if_absent)
+                .await
+                .map_err(contract_error)
         }
         .await;
         Ok(match opened {
-            Ok(writer) => Ok(self.table.push(StorageWriter { path, writer: Some(writer), written: 0 })?),
+            Ok(writer) => Ok(self.table.push(StorageWriter {
+                path,
+                writer: Some(writer),
+                written: 0,
+            })?),
             Err(e) => Err(e),
         })
     }
 
-    async fn open_reader(&mut self, path: String, offset: u64, length: Option<u64>) -> wasmtime::Result<Result<Resource<StorageReader>, Error>> {
+    async fn open_reader(
+        &mut self,
+        path: String,
+        offset: u64,
+        length: Option<u64>,
+    ) -> wasmtime::Result<Result<Resource<StorageReader>, Error>> {
         let op = self.operator();
         let opened = async {
             let op = op?;
             checked_path(&path)?;
-            let size = op.stat(&path).await.map_err(contract_error)?.content_length();
+            let size = op
+                .stat(&path)
+                .await
+                .map_err(contract_error)?
+                .content_length();
             let end = match length {
                 Some(length) => offset.saturating_add(length).min(size),
                 None => size,
             };
             let reader = op.reader(&path).await.map_err(contract_error)?;
-            Ok(StorageReader { reader, position: offset.min(end), end })
+            Ok(StorageReader {
+                reader,
+                position: offset.min(end),
+                end,
+            })
         }
         .await;
         Ok(match opened {
@@ -150,7 +187,11 @@ impl Host for HostState {
         .await)
     }
 
-    async fn list(&mut self, prefix: String, page_token: Option<String>) -> wasmtime::Result<Result<ListPage, Error>> {
+    async fn list(
+        &mut self,
+        prefix: String,
+        page_token: Option<String>,
+    ) -> wasmtime::Result<Result<ListPage, Error>> {
         let op = self.operator();
         Ok(async {
             let op = op?;
@@ -168,14 +209,22 @@ impl Host for HostState {
                 .filter(|e| e.metadata().is_file())
                 .filter(|e| e.path().starts_with(&prefix) && !e.path().starts_with(LOCAL_TMP_DIR))
                 .filter(|e| page_token.as_deref().is_none_or(|after| e.path() > after))
-                .map(|e| Entry { size: e.metadata().content_length(), path: e.path().to_string() })
+                .map(|e| Entry {
+                    size: e.metadata().content_length(),
+                    path: e.path().to_string(),
+                })
                 .collect();
             entries.sort_by(|a, b| a.path.cmp(&b.path));
-            let next_page = (entries.len() > PAGE_SIZE).then(|| entries[PAGE_SIZE - 1].path.clone());
+            let next_page =
+                (entries.len() > PAGE_SIZE).then(|| entries[PAGE_SIZE - 1].path.clone());
             entries.truncate(PAGE_SIZE);
             // The fs lister reports no sizes for some entries; stat those.
             for entry in entries.iter_mut().filter(|e| e.size == 0) {
-                entry.size = op.stat(&entry.path).await.map_err(contract_error)?.content_length();
+                entry.size = op
+                    .stat(&entry.path)
+                    .await
+                    .map_err(contract_error)?
+                    .content_length();
             }
             Ok(ListPage { entries, next_page })
         }
@@ -207,10 +256,17 @@ impl Host for HostState {
 }
 
 impl HostWriter for HostState {
-    async fn write(&mut self, writer: Resource<StorageWriter>, chunk: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+    async fn write(
+        &mut self,
+        writer: Resource<StorageWriter>,
+        chunk: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let state = self.table.get_mut(&writer)?;
         let Some(inner) = state.writer.as_mut() else {
-            return Ok(Err(Error::InvalidInput(format!("write after close on {}", state.path))));
+            return Ok(Err(Error::InvalidInput(format!(
+                "write after close on {}",
+                state.path
+            ))));
         };
         let len = chunk.len() as u64;
         Ok(match inner.write(chunk).await {
@@ -222,12 +278,22 @@ impl HostWriter for HostState {
         })
     }
 
-    async fn close(&mut self, writer: Resource<StorageWriter>) -> wasmtime::Result<Result<u64, Error>> {
+    async fn close(
+        &mut self,
+        writer: Resource<StorageWriter>,
+    ) -> wasmtime::Result<Result<u64, Error>> {
         let state = self.table.get_mut(&writer)?;
         let Some(mut inner) = state.writer.take() else {
-            return Ok(Err(Error::InvalidInput(format!("close twice on {}", state.path))));
+            return Ok(Err(Error::InvalidInput(format!(
+                "close twice on {}",
+                state.path
+            ))));
         };
-        Ok(inner.close().await.map(|_| state.written).map_err(contract_error))
+        Ok(inner
+            .close()
+            .await
+            .map(|_| state.written)
+            .map_err(contract_error))
     }
 
     async fn abort(&mut self, writer: Resource<StorageWriter>) -> wasmtime::Result<()> {
@@ -247,7 +313,11 @@ impl HostWriter for HostState {
 }
 
 impl HostReader for HostState {
-    async fn read(&mut self, reader: Resource<StorageReader>, max: u32) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+    async fn read(
+        &mut self,
+        reader: Resource<StorageReader>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let state = self.table.get_mut(&reader)?;
         if state.position >= state.end {
             return Ok(Ok(None));

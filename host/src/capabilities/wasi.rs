@@ -15,9 +15,11 @@ pub fn context(grants: &Grants) -> anyhow::Result<WasiCtx> {
             DirAccess::ReadWrite => FsPerms::ReadWrite,
         };
         let guest = dir.path.to_string_lossy();
-        builder.preopened_dir(&dir.path, &*guest, perms).map_err(|e| {
-            anyhow::anyhow!("cannot open granted directory {}: {e}", dir.path.display())
-        })?;
+        builder
+            .preopened_dir(&dir.path, &*guest, perms)
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open granted directory {}: {e}", dir.path.display())
+            })?;
     }
     Ok(builder.build())
 }

@@ -11,7 +11,11 @@ use crate::plugins::Builtins;
 /// Loads and validates the pipeline file; config errors exit with the config status.
 pub fn context(path: &Path) -> Result<Context, CliError> {
     let pipeline = Pipeline::load(path, &Builtins).map_err(|errors| {
-        let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n\n");
+        let text = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n\n");
         CliError::config(anyhow::anyhow!("{text}"))
     })?;
     let engine = Engine::new(EngineOptions::from_env())?;
@@ -27,5 +31,9 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

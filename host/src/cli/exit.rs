@@ -25,16 +25,29 @@ impl ExitStatus {
         use crate::repository::RepoError;
         match error {
             RunError::Config(_) | RunError::Usage(_) => ExitStatus::Config,
-            RunError::Repository(RepoError::WrongKey { .. } | RepoError::KeyRequired { .. } | RepoError::NotEncrypted { .. }) => {
-                ExitStatus::WrongKey
+            RunError::Repository(
+                RepoError::WrongKey { .. }
+                | RepoError::KeyRequired { .. }
+                | RepoError::NotEncrypted { .. },
+            ) => ExitStatus::WrongKey,
+            RunError::Repository(RepoError::Corrupt { .. } | RepoError::Format { .. }) => {
+                ExitStatus::Integrity
             }
-            RunError::Repository(RepoError::Corrupt { .. } | RepoError::Format { .. }) => ExitStatus::Integrity,
-            RunError::Repository(RepoError::Missing | RepoError::NoSnapshot(_)) => ExitStatus::Config,
+            RunError::Repository(RepoError::Missing | RepoError::NoSnapshot(_)) => {
+                ExitStatus::Config
+            }
             RunError::Chain { source, .. } => match source {
-                ChainError::Mismatch { .. } | ChainError::Missing { .. } | ChainError::ShortWrite { .. } => ExitStatus::Integrity,
-                ChainError::Plugin { source: PluginError::Plugin { error: PluginErrorKind::Corrupt(_), .. }, .. } => {
-                    ExitStatus::Integrity
-                }
+                ChainError::Mismatch { .. }
+                | ChainError::Missing { .. }
+                | ChainError::ShortWrite { .. } => ExitStatus::Integrity,
+                ChainError::Plugin {
+                    source:
+                        PluginError::Plugin {
+                            error: PluginErrorKind::Corrupt(_),
+                            ..
+                        },
+                    ..
+                } => ExitStatus::Integrity,
                 _ => ExitStatus::Failure,
             },
             _ => ExitStatus::Failure,
@@ -69,7 +82,10 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(status: ExitStatus, error: impl Into<anyhow::Error>) -> Self {
-        CliError { status, error: error.into() }
+        CliError {
+            status,
+            error: error.into(),
+        }
     }
 
     pub fn config(error: impl Into<anyhow::Error>) -> Self {

@@ -19,9 +19,7 @@ pub struct Args {
 #[derive(Subcommand, Debug)]
 enum KeyCommand {
     /// List the key slots.
-    List {
-        pipeline: PathBuf,
-    },
+    List { pipeline: PathBuf },
     /// Add a passphrase (the pipeline's current one must open the repository).
     Add {
         pipeline: PathBuf,
@@ -33,10 +31,7 @@ enum KeyCommand {
         label: String,
     },
     /// Remove a key slot by id (the last slot cannot be removed).
-    Remove {
-        pipeline: PathBuf,
-        slot: String,
-    },
+    Remove { pipeline: PathBuf, slot: String },
 }
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
@@ -53,14 +48,24 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
                 println!("{}", serde_json::Value::Array(rows));
             } else {
                 for slot in &slots {
-                    println!("{}  {}  {}  {}", slot.id, slot.created, slot.kdf.algorithm, slot.label);
+                    println!(
+                        "{}  {}  {}  {}",
+                        slot.id, slot.created, slot.kdf.algorithm, slot.label
+                    );
                 }
             }
         }
-        KeyCommand::Add { pipeline, new_passphrase, label } => {
-            let reference = SecretValueRef::from_argument(&new_passphrase, "--new-passphrase").map_err(|e| CliError::config(anyhow::anyhow!(e)))?;
+        KeyCommand::Add {
+            pipeline,
+            new_passphrase,
+            label,
+        } => {
+            let reference = SecretValueRef::from_argument(&new_passphrase, "--new-passphrase")
+                .map_err(|e| CliError::config(anyhow::anyhow!(e)))?;
             let ctx = context(&pipeline)?;
-            let passphrase = reference.resolve(&ctx.secrets).map_err(|e| CliError::from(RunError::from(e)))?;
+            let passphrase = reference
+                .resolve(&ctx.secrets)
+                .map_err(|e| CliError::from(RunError::from(e)))?;
             let mut repository = ctx.open_repository(false).await?;
             let slot = repository.add_slot(&passphrase, &label).await?;
             println!("added key slot {}", slot.id);
@@ -70,10 +75,14 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
             let mut repository = ctx.open_repository(false).await?;
             let slots = repository.slots().await?;
             if !slots.iter().any(|s| s.id == slot) {
-                return Err(CliError::config(anyhow::anyhow!("no key slot {slot:?} (see `runner key list`)")));
+                return Err(CliError::config(anyhow::anyhow!(
+                    "no key slot {slot:?} (see `runner key list`)"
+                )));
             }
             if slots.len() == 1 {
-                return Err(CliError::config(anyhow::anyhow!("{slot} is the only key slot; removing it would lock the repository forever")));
+                return Err(CliError::config(anyhow::anyhow!(
+                    "{slot} is the only key slot; removing it would lock the repository forever"
+                )));
             }
             repository.remove_slot(&slot).await?;
             println!("removed key slot {slot}");

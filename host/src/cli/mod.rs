@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 pub use exit::{CliError, ExitStatus};
 
 #[derive(Parser, Debug)]
-#[command(name = "runner", version, about = "WebAssembly-extensible backup pipeline runner")]
+#[command(
+    name = "runner",
+    version,
+    about = "WebAssembly-extensible backup pipeline runner"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,9 +61,20 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.json);
     let globals = Globals { json: cli.json };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
-        Err(e) => return exit::report(&CliError::new(ExitStatus::Failure, anyhow::anyhow!("cannot start the async runtime: {e}")), globals),
+        Err(e) => {
+            return exit::report(
+                &CliError::new(
+                    ExitStatus::Failure,
+                    anyhow::anyhow!("cannot start the async runtime: {e}"),
+                ),
+                globals,
+            );
+        }
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -86,7 +101,9 @@ fn init_logging(verbose: u8, json: bool) {
         _ => "debug,runner=trace",
     };
     let filter = EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -51,7 +51,10 @@ async fn list(engine: &Engine, globals: Globals) -> Result<(), CliError> {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
-    println!("{:<10} {:<10} {:<8} {:<9} {:<64}  DESCRIPTION", "KIND", "NAME", "VERSION", "SIZE", "SHA256");
+    println!(
+        "{:<10} {:<10} {:<8} {:<9} {:<64}  DESCRIPTION",
+        "KIND", "NAME", "VERSION", "SIZE", "SHA256"
+    );
     for row in &rows {
         println!(
             "{:<10} {:<10} {:<8} {:<9} {:<64}  {}",
@@ -69,7 +72,10 @@ async fn list(engine: &Engine, globals: Globals) -> Result<(), CliError> {
 async fn inspect(engine: &Engine, file: &PathBuf, globals: Globals) -> Result<(), CliError> {
     let wasm = std::fs::read(file)
         .map_err(|e| CliError::config(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let loaded = engine.load(&name, &wasm).map_err(CliError::config)?;
     let info = engine.describe(&loaded).await?;
     let report = serde_json::json!({
@@ -89,10 +95,23 @@ async fn inspect(engine: &Engine, file: &PathBuf, globals: Globals) -> Result<()
         return Ok(());
     }
     println!("file:      {}", file.display());
-    println!("plugin:    {} {} — {}", info.name, info.version, info.description);
-    println!("world:     {}", report["world"].as_str().unwrap_or_default());
-    println!("contract:  {}", report["contract"].as_str().unwrap_or_default());
-    println!("size:      {} ({} bytes)", human_bytes(wasm.len() as u64), wasm.len());
+    println!(
+        "plugin:    {} {} — {}",
+        info.name, info.version, info.description
+    );
+    println!(
+        "world:     {}",
+        report["world"].as_str().unwrap_or_default()
+    );
+    println!(
+        "contract:  {}",
+        report["contract"].as_str().unwrap_or_default()
+    );
+    println!(
+        "size:      {} ({} bytes)",
+        human_bytes(wasm.len() as u64),
+        wasm.len()
+    );
     println!("sha256:    {}", hex::encode(loaded.digest));
     println!("imports:");
     for import in &loaded.shape.imports {

@@ -40,7 +40,13 @@ pub struct Args {
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
     let ctx = context(&args.pipeline)?;
-    let target = args.target.map(|t| if t.is_absolute() { t } else { std::env::current_dir().unwrap_or_default().join(t) });
+    let target = args.target.map(|t| {
+        if t.is_absolute() {
+            t
+        } else {
+            std::env::current_dir().unwrap_or_default().join(t)
+        }
+    });
     let request = RestoreRequest {
         snapshot: Some(args.snapshot),
         only: args.only,
@@ -84,7 +90,11 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         summary.seconds
     );
     for report in &summary.reports {
-        let facts: Vec<String> = report.metadata.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let facts: Vec<String> = report
+            .metadata
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!("  {}: {}", report.artifact, facts.join(" "));
         for warning in &report.warnings {
             println!("    warning: {warning}");

@@ -29,12 +29,19 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
-    println!("{:<10} {:<26} {:>9} {:>11} {:>11}  TAGS", "ID", "TIME", "ARTIFACTS", "SIZE", "STORED");
+    println!(
+        "{:<10} {:<26} {:>9} {:>11} {:>11}  TAGS",
+        "ID", "TIME", "ARTIFACTS", "SIZE", "STORED"
+    );
     for m in &manifests {
         println!(
             "{:<10} {:<26} {:>9} {:>11} {:>11}  {}",
             &m.snapshot[..8],
-            m.started.chars().take(19).collect::<String>().replace('T', " "),
+            m.started
+                .chars()
+                .take(19)
+                .collect::<String>()
+                .replace('T', " "),
             m.artifacts.len(),
             human_bytes(m.bytes_in()),
             human_bytes(m.bytes_stored()),

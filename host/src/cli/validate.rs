@@ -1,16 +1,14 @@
 //! `runner validate PIPELINE`: syntax, plugins, their options, secret references and the
 //! effective grants of every stage, without touching the source or the sink's data.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use crate::capabilities::keys::DataKey;
-use crate::capabilities::{KeyRing, StageGrants};
+use crate::capabilities::StageGrants;
 use crate::cli::{CliError, Globals};
-use crate::config::{ConfigError, Pipeline, SecretResolver, StageConfig};
+use crate::config::{ConfigError, Pipeline, SecretResolver, StageConfig, StageKind};
 use crate::engine::{Engine, EngineOptions};
-use crate::pipeline::stages::{self, StageError};
+use crate::pipeline::stages::{self, Purpose, StageError};
 use crate::plugins::Builtins;
+use crate::repository::keys::{MasterKey, RepoKeys};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,23 +17,27 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
-    let pipeline = Pipeline::load(&args.pipeline, &Builtins).map_err(|errors| config_failure(errors.into_vec()))?;
+    let pipeline = Pipeline::load(&args.pipeline, &Builtins)
+        .map_err(|errors| config_failure(errors.into_vec()))?;
     let secrets = SecretResolver::from_process_env();
     let mut problems = pipeline.check_secrets(&secrets);
     let engine = Engine::new(EngineOptions::from_env())?;
     // Options are checked by instantiating each plugin; a stage that needs the repository
     // key gets a throwaway one, so validation never needs the passphrase.
-    let keys = match pipeline.repository.key {
-        Some(_) => KeyRing::default().with("data", Arc::new(DataKey::new("data", &rand::random()))),
-        None => KeyRing::default(),
-    };
+    let keys = pipeline
+        .repository
+        .key
+        .as_ref()
+        .map(|_| MasterKey::generate().derive("validate"));
 
     let mut report = Vec::new();
     for stage in pipeline.stages() {
-        match check_stage(&engine, stage, &keys, &secrets).await {
+        match check_stage(&engine, &pipeline, stage, keys.as_ref(), &secrets).await {
             Ok(entry) => report.push(entry),
             Err(StageError::Config(e)) => problems.push(e),
-            Err(StageError::Plugin(e)) => problems.push(ConfigError::new(stage.location.clone(), e.to_string())),
+            Err(StageError::Plugin(e)) => {
+                problems.push(ConfigError::new(stage.location.clone(), e.to_string()))
+            }
         }
     }
     if !problems.is_empty() {
@@ -43,9 +45,16 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
     }
 
     if globals.json {
-        println!("{}", serde_json::json!({ "pipeline": pipeline.name, "file": args.pipeline, "valid": true, "stages": report }));
+        println!(
+            "{}",
+            serde_json::json!({ "pipeline": pipeline.name, "file": args.pipeline, "valid": true, "stages": report })
+        );
     } else {
-        println!("{}: pipeline {:?} is valid", args.pipeline.display(), pipeline.name);
+        println!(
+            "{}: pipeline {:?} is valid",
+            args.pipeline.display(),
+            pipeline.name
+        );
         for entry in &report {
             println!(
                 "  {:<22} {} {}  sha256:{}",
@@ -57,7 +66,10 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
             for grant in entry["grants"].as_array().into_iter().flatten() {
                 println!("      grant  {}", grant.as_str().unwrap_or_default());
             }
-            println!("      limits {}", entry["limits"].as_str().unwrap_or_default());
+            println!(
+                "      limits {}",
+                entry["limits"].as_str().unwrap_or_default()
+            );
         }
     }
     Ok(())
@@ -65,14 +77,37 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
 
 async fn check_stage(
     engine: &Engine,
+    pipeline: &Pipeline,
     stage: &StageConfig,
-    keys: &KeyRing,
+    keys: Option<&RepoKeys>,
     secrets: &SecretResolver,
 ) -> Result<serde_json::Value, StageError> {
     let plugin = stages::load_plugin(engine, stage)?;
     let info = engine.describe(&plugin).await?;
-    let grants = StageGrants { grants: stage.grants.clone(), keys: keys.clone(), storage: None };
-    let described_grants = describe_grants(&grants);
+    // A sink's storage is opened only when the repository is (validation touches no data).
+    let (grants, storage) = match stage.kind {
+        StageKind::Sink => (
+            StageGrants {
+                grants: stage.grants.clone(),
+                ..Default::default()
+            },
+            stage.options.get("path").and_then(|p| p.as_str()).map(|p| {
+                format!(
+                    "storage local directory {}",
+                    pipeline.base_dir().join(p).display()
+                )
+            }),
+        ),
+        _ => (
+            stages::implied_grants(stage, pipeline, Purpose::Backup, keys)?,
+            None,
+        ),
+    };
+    let mut described_grants = describe_grants(&grants);
+    if let Some(storage) = storage {
+        described_grants.retain(|g| !g.starts_with("nothing"));
+        described_grants.push(storage);
+    }
     stages::start(engine, stage, &plugin, grants, secrets).await?;
     let limits = &stage.limits;
     Ok(serde_json::json!({
@@ -111,7 +146,15 @@ fn describe_grants(grants: &StageGrants) -> Vec<String> {
 
 fn config_failure(problems: Vec<ConfigError>) -> CliError {
     let count = problems.len();
-    let text = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n\n");
-    let summary = if count == 1 { "1 problem".to_string() } else { format!("{count} problems") };
+    let text = problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let summary = if count == 1 {
+        "1 problem".to_string()
+    } else {
+        format!("{count} problems")
+    };
     CliError::config(anyhow::anyhow!("{text}\n\n{summary} in the pipeline file"))
 }

@@ -23,7 +23,15 @@ pub struct Args {
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
     let ctx = context(&args.pipeline)?;
-    let checks = verify::run(&ctx, VerifyRequest { snapshot: args.snapshot, all: args.all, read_data: args.read_data }).await?;
+    let checks = verify::run(
+        &ctx,
+        VerifyRequest {
+            snapshot: args.snapshot,
+            all: args.all,
+            read_data: args.read_data,
+        },
+    )
+    .await?;
     let failed: Vec<_> = checks.iter().filter(|c| c.problem.is_some()).collect();
     for check in &checks {
         if globals.json {
@@ -40,7 +48,11 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
                     "snapshot {}: ok ({} objects{})",
                     &check.snapshot[..8.min(check.snapshot.len())],
                     check.objects,
-                    if args.read_data { format!(", {} read back", human_bytes(check.bytes_read)) } else { String::new() }
+                    if args.read_data {
+                        format!(", {} read back", human_bytes(check.bytes_read))
+                    } else {
+                        String::new()
+                    }
                 ),
                 Some(problem) => println!("snapshot {}: FAILED: {problem}", check.snapshot),
             }

@@ -22,7 +22,11 @@ pub(crate) struct Snippet {
 
 impl ConfigError {
     pub fn new(location: Location, message: impl Into<String>) -> Self {
-        ConfigError { location, message: message.into(), snippet: None }
+        ConfigError {
+            location,
+            message: message.into(),
+            snippet: None,
+        }
     }
 
     pub(crate) fn with_snippet(mut self, snippet: Snippet) -> Self {
@@ -40,7 +44,9 @@ struct SnippetDisplay<'e>(&'e ConfigError);
 
 impl fmt::Display for SnippetDisplay<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (Some(snippet), line) = (&self.0.snippet, self.0.location.line) else { return Ok(()) };
+        let (Some(snippet), line) = (&self.0.snippet, self.0.location.line) else {
+            return Ok(());
+        };
         if line == 0 {
             return Ok(());
         }
@@ -101,6 +107,8 @@ impl ConfigErrors {
 
 impl From<ConfigError> for ConfigErrors {
     fn from(error: ConfigError) -> Self {
-        ConfigErrors { errors: vec![error] }
+        ConfigErrors {
+            errors: vec![error],
+        }
     }
 }

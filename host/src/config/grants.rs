@@ -60,16 +60,21 @@ pub struct HttpGrant {
 impl HttpGrant {
     pub fn parse(text: &str) -> Result<Self, GrantError> {
         let Some((scheme, rest)) = text.split_once("://") else {
-            return Err(GrantError("expected scheme://host[:port], e.g. \"https://api.example.com\"".into()));
+            return Err(GrantError(
+                "expected scheme://host[:port], e.g. \"https://api.example.com\"".into(),
+            ));
         };
         let scheme = scheme.to_ascii_lowercase();
         if default_port(&scheme).is_none() {
-            return Err(GrantError(format!("unsupported scheme \"{scheme}\"; expected http or https")));
+            return Err(GrantError(format!(
+                "unsupported scheme \"{scheme}\"; expected http or https"
+            )));
         }
         let origin = rest.strip_suffix('/').unwrap_or(rest);
         if origin.contains(['/', '?', '#', '@']) {
             return Err(GrantError(
-                "an http grant names an origin (scheme://host[:port]), not a path, query or user".into(),
+                "an http grant names an origin (scheme://host[:port]), not a path, query or user"
+                    .into(),
             ));
         }
         let (host, port) = split_host_port(origin)?;
@@ -117,9 +122,14 @@ impl TcpGrant {
     pub fn parse(text: &str) -> Result<Self, GrantError> {
         let (host, port) = split_host_port(text)?;
         let Some(port) = port else {
-            return Err(GrantError("a tcp grant needs a port: expected host:port, e.g. \"db.internal:5432\"".into()));
+            return Err(GrantError(
+                "a tcp grant needs a port: expected host:port, e.g. \"db.internal:5432\"".into(),
+            ));
         };
-        Ok(TcpGrant { host: parse_host(host, false)?, port })
+        Ok(TcpGrant {
+            host: parse_host(host, false)?,
+            port,
+        })
     }
 
     pub fn allows(&self, host: &str, port: u16) -> bool {
@@ -143,12 +153,19 @@ fn default_port(scheme: &str) -> Option<u16> {
 
 /// Lowercase, without IPv6 brackets or a trailing root dot, so grants and requests compare equal.
 fn normalize_host(host: &str) -> String {
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 fn bracket_ipv6(host: &str) -> String {
-    if host.contains(':') { format!("[{host}]") } else { host.to_string() }
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
 }
 
 fn split_host_port(text: &str) -> Result<(&str, Option<u16>), GrantError> {
@@ -160,7 +177,11 @@ fn split_host_port(text: &str) -> Result<(&str, Option<u16>), GrantError> {
             "" => (host, None),
             _ => match after.strip_prefix(':') {
                 Some(port) => (host, Some(port)),
-                None => return Err(GrantError(format!("unexpected \"{after}\" after IPv6 address"))),
+                None => {
+                    return Err(GrantError(format!(
+                        "unexpected \"{after}\" after IPv6 address"
+                    )));
+                }
             },
         }
     } else {
@@ -173,7 +194,11 @@ fn split_host_port(text: &str) -> Result<(&str, Option<u16>), GrantError> {
         None => None,
         Some(port) => match port.parse::<u16>() {
             Ok(p) if p != 0 => Some(p),
-            _ => return Err(GrantError(format!("invalid port \"{port}\"; expected 1-65535"))),
+            _ => {
+                return Err(GrantError(format!(
+                    "invalid port \"{port}\"; expected 1-65535"
+                )));
+            }
         },
     };
     Ok((host, port))
@@ -191,14 +216,20 @@ fn parse_host(host: &str, wildcard_allowed: bool) -> Result<String, GrantError> 
     for (i, label) in labels.iter().enumerate() {
         if *label == "*" {
             if !wildcard_allowed {
-                return Err(GrantError("wildcards are not allowed in tcp grants; name the host".into()));
+                return Err(GrantError(
+                    "wildcards are not allowed in tcp grants; name the host".into(),
+                ));
             }
             if i != 0 || labels.len() < 2 {
                 return Err(GrantError(format!(
                     "invalid wildcard in \"{host}\"; '*' may only be the first label, as in \"*.example.com\""
                 )));
             }
-        } else if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        } else if label.is_empty()
+            || !label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(GrantError(format!("invalid host \"{host}\"")));
         }
     }
@@ -212,16 +243,29 @@ mod tests {
     #[test]
     fn http_grant_matching() {
         let exact = HttpGrant::parse("https://es.example.com:9200").unwrap();
-        assert_eq!(exact, HttpGrant { scheme: "https".into(), host: "es.example.com".into(), port: Some(9200) });
+        assert_eq!(
+            exact,
+            HttpGrant {
+                scheme: "https".into(),
+                host: "es.example.com".into(),
+                port: Some(9200)
+            }
+        );
         assert!(exact.allows("https", "ES.example.com", Some(9200)));
-        assert!(!exact.allows("https", "es.example.com", None), "443 is not 9200");
+        assert!(
+            !exact.allows("https", "es.example.com", None),
+            "443 is not 9200"
+        );
         assert!(!exact.allows("http", "es.example.com", Some(9200)));
         assert!(!exact.allows("https", "es.example.com.evil.net", Some(9200)));
 
         let wildcard = HttpGrant::parse("https://*.example.com").unwrap();
         assert!(wildcard.allows("https", "a.example.com", None));
         assert!(wildcard.allows("https", "a.b.example.com", Some(443)));
-        assert!(!wildcard.allows("https", "example.com", None), "the apex is not a subdomain");
+        assert!(
+            !wildcard.allows("https", "example.com", None),
+            "the apex is not a subdomain"
+        );
         assert!(!wildcard.allows("https", "evilexample.com", None));
         assert!(!wildcard.allows("https", "a.example.com", Some(8443)));
         assert!(!wildcard.allows("http", "a.example.com", None));
@@ -259,8 +303,21 @@ mod tests {
         assert!(db.allows("DB.internal", 5432));
         assert!(!db.allows("db.internal", 5433));
         assert!(!db.allows("db.internal.evil", 5432));
-        assert_eq!(TcpGrant::parse("[::1]:5432").unwrap().to_string(), "[::1]:5432");
-        assert!(TcpGrant::parse("db.internal").unwrap_err().to_string().contains("needs a port"));
-        assert!(TcpGrant::parse("*.internal:5432").unwrap_err().to_string().contains("wildcards"));
+        assert_eq!(
+            TcpGrant::parse("[::1]:5432").unwrap().to_string(),
+            "[::1]:5432"
+        );
+        assert!(
+            TcpGrant::parse("db.internal")
+                .unwrap_err()
+                .to_string()
+                .contains("needs a port")
+        );
+        assert!(
+            TcpGrant::parse("*.internal:5432")
+                .unwrap_err()
+                .to_string()
+                .contains("wildcards")
+        );
     }
 }

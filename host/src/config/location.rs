@@ -18,7 +18,11 @@ pub struct Location {
 impl Location {
     /// The file as a whole, for errors that have no line (unreadable file, missing table).
     pub fn whole_file(file: impl Into<PathBuf>) -> Self {
-        Location { file: file.into(), line: 0, column: 0 }
+        Location {
+            file: file.into(),
+            line: 0,
+            column: 0,
+        }
     }
 }
 
@@ -41,8 +45,14 @@ pub(crate) struct SourceFile<'t> {
 
 impl<'t> SourceFile<'t> {
     pub(crate) fn new(path: &Path, text: &'t str) -> Self {
-        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        SourceFile { path: path.to_path_buf(), text, line_starts }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        SourceFile {
+            path: path.to_path_buf(),
+            text,
+            line_starts,
+        }
     }
 
     pub(crate) fn text(&self) -> &'t str {
@@ -53,18 +63,26 @@ impl<'t> SourceFile<'t> {
         let offset = self.floor_char_boundary(offset.min(self.text.len()));
         let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
         let column = self.text[self.line_starts[line]..offset].chars().count() + 1;
-        Location { file: self.path.clone(), line: line + 1, column }
+        Location {
+            file: self.path.clone(),
+            line: line + 1,
+            column,
+        }
     }
 
     /// An error pointing at `span`, with the line's text and a caret under the span.
     pub(crate) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         let location = self.location(span.start);
         let line_start = self.line_starts[location.line - 1];
-        let line_end = self.text[line_start..].find('\n').map_or(self.text.len(), |i| line_start + i);
+        let line_end = self.text[line_start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| line_start + i);
         let start = self.floor_char_boundary(span.start.min(line_end));
         let end = self.floor_char_boundary(span.end.clamp(start, line_end));
         let snippet = Snippet {
-            line_text: self.text[line_start..line_end].trim_end_matches('\r').to_string(),
+            line_text: self.text[line_start..line_end]
+                .trim_end_matches('\r')
+                .to_string(),
             width: self.text[start..end].chars().count().max(1),
         };
         ConfigError::new(location, message).with_snippet(snippet)
@@ -79,8 +97,14 @@ impl<'t> SourceFile<'t> {
     pub(crate) fn string_content(&self, span: Range<usize>) -> Range<usize> {
         let raw = self.text.get(span.clone()).unwrap_or("");
         let (open, close) = match raw.as_bytes().first() {
-            Some(b'"' | b'\'') if raw.len() >= 6 && (raw.starts_with("\"\"\"") || raw.starts_with("'''")) => {
-                let newline = if raw[3..].starts_with("\r\n") { 2 } else { usize::from(raw[3..].starts_with('\n')) };
+            Some(b'"' | b'\'')
+                if raw.len() >= 6 && (raw.starts_with("\"\"\"") || raw.starts_with("'''")) =>
+            {
+                let newline = if raw[3..].starts_with("\r\n") {
+                    2
+                } else {
+                    usize::from(raw[3..].starts_with('\n'))
+                };
                 (3 + newline, 3)
             }
             Some(b'"' | b'\'') if raw.len() >= 2 => (1, 1),
@@ -91,7 +115,12 @@ impl<'t> SourceFile<'t> {
 
     /// Byte offset in the file of byte `index` of a decoded string whose content spans `content`.
     /// Exact when the string has no escapes; otherwise the start of the content.
-    pub(crate) fn offset_in_string(&self, content: &Range<usize>, decoded: &str, index: usize) -> usize {
+    pub(crate) fn offset_in_string(
+        &self,
+        content: &Range<usize>,
+        decoded: &str,
+        index: usize,
+    ) -> usize {
         match self.text.get(content.clone()) {
             Some(raw) if raw == decoded => content.start + index,
             _ => content.start,

@@ -61,18 +61,26 @@ impl Pipeline {
     /// Reads and validates a pipeline file.
     pub fn load(path: impl AsRef<Path>, catalog: &dyn PluginCatalog) -> Result<Self, ConfigErrors> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(Location::whole_file(path), format!("cannot read pipeline file: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                Location::whole_file(path),
+                format!("cannot read pipeline file: {e}"),
+            )
+        })?;
         Self::parse(&text, path, catalog)
     }
 
     /// Validates pipeline text; `path` names it in errors and anchors its relative paths.
-    pub fn parse(text: &str, path: impl AsRef<Path>, catalog: &dyn PluginCatalog) -> Result<Self, ConfigErrors> {
+    pub fn parse(
+        text: &str,
+        path: impl AsRef<Path>,
+        catalog: &dyn PluginCatalog,
+    ) -> Result<Self, ConfigErrors> {
         let path = path.as_ref();
         let src = SourceFile::new(path, text);
         let mut errors = Vec::new();
-        let pipeline =
-            raw::parse(&src, &mut errors).and_then(|raw| validate::validate(raw, &src, path, catalog, &mut errors));
+        let pipeline = raw::parse(&src, &mut errors)
+            .and_then(|raw| validate::validate(raw, &src, path, catalog, &mut errors));
         match pipeline {
             Some(pipeline) if errors.is_empty() => Ok(pipeline),
             _ => Err(ConfigErrors::new(errors)),
@@ -81,7 +89,9 @@ impl Pipeline {
 
     /// Source, transforms in order, sink.
     pub fn stages(&self) -> impl Iterator<Item = &StageConfig> {
-        std::iter::once(&self.source).chain(&self.transforms).chain(std::iter::once(&self.sink))
+        std::iter::once(&self.source)
+            .chain(&self.transforms)
+            .chain(std::iter::once(&self.sink))
     }
 
     /// The directory relative paths in the file were resolved against.

@@ -72,7 +72,10 @@ pub(super) struct RawLimits<'t> {
 }
 
 /// Parses the file; shape errors are collected in `errors`, a TOML syntax error stops here.
-pub(super) fn parse<'t>(src: &SourceFile<'t>, errors: &mut Vec<ConfigError>) -> Option<RawPipeline<'t>> {
+pub(super) fn parse<'t>(
+    src: &SourceFile<'t>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RawPipeline<'t>> {
     let document = match DeTable::parse(src.text()) {
         Ok(document) => document.into_inner(),
         Err(e) => {
@@ -138,8 +141,15 @@ pub(super) fn value_span(src: &SourceFile<'_>, value: &Value<'_>) -> Span {
 /// "expected a string, found an integer", at the value.
 pub(super) fn type_error(src: &SourceFile<'_>, value: &Value<'_>, expected: &str) -> ConfigError {
     let found = value.get_ref().type_str();
-    let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-    src.error(value_span(src, value), format!("expected {expected}, found {article} {found}"))
+    let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    src.error(
+        value_span(src, value),
+        format!("expected {expected}, found {article} {found}"),
+    )
 }
 
 struct Reader<'r, 't> {
@@ -153,13 +163,18 @@ impl<'t> Reader<'_, 't> {
     }
 
     fn unknown_key(&mut self, key: &Key<'_>, name: &str, place: &str, expected: &[&str]) {
-        let message = format!("unknown key \"{name}\" {place}; expected one of: {}", expected.join(", "));
+        let message = format!(
+            "unknown key \"{name}\" {place}; expected one of: {}",
+            expected.join(", ")
+        );
         self.errors.push(self.src.error(key.span(), message));
     }
 
     fn string(&mut self, value: Value<'t>) -> Option<Spanned<String>> {
         match value.get_ref() {
-            DeValue::String(text) => Some(Spanned::new(value_span(self.src, &value), text.to_string())),
+            DeValue::String(text) => {
+                Some(Spanned::new(value_span(self.src, &value), text.to_string()))
+            }
             _ => {
                 self.type_error(&value, "a string");
                 None
@@ -168,12 +183,19 @@ impl<'t> Reader<'_, 't> {
     }
 
     /// A table's entries, with keys outside `known` reported (`known` empty: any key).
-    fn table(&mut self, value: Value<'t>, name: &str, known: &[&str]) -> Option<Vec<(Key<'t>, Value<'t>)>> {
+    fn table(
+        &mut self,
+        value: Value<'t>,
+        name: &str,
+        known: &[&str],
+    ) -> Option<Vec<(Key<'t>, Value<'t>)>> {
         if !value.get_ref().is_table() {
             self.type_error(&value, &format!("a table for {name}"));
             return None;
         }
-        let DeValue::Table(table) = value.into_inner() else { return None };
+        let DeValue::Table(table) = value.into_inner() else {
+            return None;
+        };
         let mut entries = Vec::with_capacity(table.len());
         for (key, value) in table {
             if known.is_empty() || known.contains(&key.get_ref().as_ref()) {
@@ -226,7 +248,10 @@ impl<'t> Reader<'_, 't> {
             let key_name = key.get_ref().to_string();
             match key_name.as_str() {
                 "dirs" => {
-                    for item in self.array(value, "a list of { path = \"…\", access = \"read\" | \"read-write\" }") {
+                    for item in self.array(
+                        value,
+                        "a list of { path = \"…\", access = \"read\" | \"read-write\" }",
+                    ) {
                         grants.dirs.extend(self.dir_grant(item, &name));
                     }
                 }
@@ -238,7 +263,11 @@ impl<'t> Reader<'_, 't> {
                     };
                     let items = self.array(value, expected);
                     let strings = items.into_iter().filter_map(|item| self.string(item));
-                    if key_name == "http" { grants.http.extend(strings) } else { grants.tcp.extend(strings) }
+                    if key_name == "http" {
+                        grants.http.extend(strings)
+                    } else {
+                        grants.tcp.extend(strings)
+                    }
                 }
             }
         }
@@ -247,11 +276,22 @@ impl<'t> Reader<'_, 't> {
 
     fn dir_grant(&mut self, value: Value<'t>, grants_name: &str) -> Option<RawDirGrant> {
         if !value.get_ref().is_table() {
-            self.type_error(&value, "a table like { path = \"/srv\", access = \"read\" }");
+            self.type_error(
+                &value,
+                "a table like { path = \"/srv\", access = \"read\" }",
+            );
             return None;
         }
-        let mut grant = RawDirGrant { span: value.span(), path: None, access: None };
-        for (key, value) in self.table(value, &format!("a dirs entry of {grants_name}"), DIR_GRANT_KEYS)? {
+        let mut grant = RawDirGrant {
+            span: value.span(),
+            path: None,
+            access: None,
+        };
+        for (key, value) in self.table(
+            value,
+            &format!("a dirs entry of {grants_name}"),
+            DIR_GRANT_KEYS,
+        )? {
             match key.get_ref().as_ref() {
                 "path" => grant.path = self.string(value),
                 _ => grant.access = self.string(value),
@@ -262,7 +302,10 @@ impl<'t> Reader<'_, 't> {
 
     fn limits(&mut self, value: Value<'t>, section: &str) -> RawLimits<'t> {
         let mut limits = RawLimits::default();
-        for (key, value) in self.table(value, &format!("[{section}.limits]"), LIMIT_KEYS).unwrap_or_default() {
+        for (key, value) in self
+            .table(value, &format!("[{section}.limits]"), LIMIT_KEYS)
+            .unwrap_or_default()
+        {
             let slot = match key.get_ref().as_ref() {
                 "memory" => &mut limits.memory,
                 "call_timeout" => &mut limits.call_timeout,

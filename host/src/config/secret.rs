@@ -61,7 +61,10 @@ impl fmt::Display for SecretRef {
 #[derive(Clone, PartialEq, Eq)]
 enum Part {
     Literal(String),
-    Reference { reference: SecretRef, location: Location },
+    Reference {
+        reference: SecretRef,
+        location: Location,
+    },
 }
 
 /// A string value as written in the pipeline file, which may embed secret references.
@@ -114,19 +117,28 @@ impl SecretValueRef {
                     ),
                 });
             };
-            let reference = parse_reference(&tail[2..close], base_dir)
-                .map_err(|message| TemplateError { range: at..at + close + 1, message })?;
+            let reference =
+                parse_reference(&tail[2..close], base_dir).map_err(|message| TemplateError {
+                    range: at..at + close + 1,
+                    message,
+                })?;
             if !literal.is_empty() {
                 parts.push(Part::Literal(std::mem::take(&mut literal)));
             }
-            parts.push(Part::Reference { reference, location: locate(at) });
+            parts.push(Part::Reference {
+                reference,
+                location: locate(at),
+            });
             rest = &tail[close + 1..];
         }
         literal.push_str(rest);
         if !literal.is_empty() {
             parts.push(Part::Literal(literal));
         }
-        Ok(SecretValueRef { written: text.to_string(), parts })
+        Ok(SecretValueRef {
+            written: text.to_string(),
+            parts,
+        })
     }
 
     /// A reference given on the command line (`--new-passphrase '${env:NEW}'`). Only
@@ -134,9 +146,12 @@ impl SecretValueRef {
     pub fn from_argument(text: &str, what: &str) -> Result<Self, String> {
         let cwd = std::env::current_dir().unwrap_or_default();
         let location = Location::whole_file(format!("<{what}>"));
-        let value = Self::parse(text, &cwd, &|_| location.clone()).map_err(|e| format!("{what}: {}", e.message))?;
+        let value = Self::parse(text, &cwd, &|_| location.clone())
+            .map_err(|e| format!("{what}: {}", e.message))?;
         if !value.has_references() {
-            return Err(format!("{what} must be a secret reference such as '${{env:NAME}}' or '${{file:PATH}}', not the secret itself"));
+            return Err(format!(
+                "{what} must be a secret reference such as '${{env:NAME}}' or '${{file:PATH}}', not the secret itself"
+            ));
         }
         Ok(value)
     }
@@ -148,7 +163,10 @@ impl SecretValueRef {
 
     pub fn references(&self) -> impl Iterator<Item = (&SecretRef, &Location)> {
         self.parts.iter().filter_map(|part| match part {
-            Part::Reference { reference, location } => Some((reference, location)),
+            Part::Reference {
+                reference,
+                location,
+            } => Some((reference, location)),
             Part::Literal(_) => None,
         })
     }
@@ -167,9 +185,10 @@ impl SecretValueRef {
         for part in &self.parts {
             match part {
                 Part::Literal(text) => value.push_str(text),
-                Part::Reference { reference, location } => {
-                    value.push_str(resolver.resolve(reference, location)?.expose())
-                }
+                Part::Reference {
+                    reference,
+                    location,
+                } => value.push_str(resolver.resolve(reference, location)?.expose()),
             }
         }
         Ok(Secret(value))
@@ -179,7 +198,9 @@ impl SecretValueRef {
 impl fmt::Debug for SecretValueRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.has_references() {
-            f.debug_tuple("SecretValueRef").field(&self.written).finish()
+            f.debug_tuple("SecretValueRef")
+                .field(&self.written)
+                .finish()
         } else {
             f.write_str("SecretValueRef([redacted literal])")
         }
@@ -198,18 +219,29 @@ fn parse_reference(inner: &str, base_dir: &Path) -> Result<SecretRef, String> {
         }
         "env" => {
             let mut chars = argument.chars();
-            let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+            let valid_start = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
             if valid_start && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                Ok(SecretRef::Env { name: argument.to_string() })
+                Ok(SecretRef::Env {
+                    name: argument.to_string(),
+                })
             } else {
                 Err(format!(
                     "invalid environment variable name \"{argument}\"; expected letters, digits and '_', not starting with a digit"
                 ))
             }
         }
-        "file" if argument.is_empty() => Err("empty path in \"${file:}\"; expected ${file:PATH}".into()),
-        "file" => Ok(SecretRef::File { path: base_dir.join(argument), written: argument.to_string() }),
-        other => Err(format!("unknown secret backend \"{other}\" in \"${{{inner}}}\"; expected env or file")),
+        "file" if argument.is_empty() => {
+            Err("empty path in \"${file:}\"; expected ${file:PATH}".into())
+        }
+        "file" => Ok(SecretRef::File {
+            path: base_dir.join(argument),
+            written: argument.to_string(),
+        }),
+        other => Err(format!(
+            "unknown secret backend \"{other}\" in \"${{{inner}}}\"; expected env or file"
+        )),
     }
 }
 
@@ -226,8 +258,16 @@ impl SecretResolver {
     }
 
     /// A resolver that sees only `vars` as its environment.
-    pub fn with_env<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
-        SecretResolver { env: Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect()) }
+    pub fn with_env<K: Into<String>, V: Into<String>>(
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        SecretResolver {
+            env: Some(
+                vars.into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
+        }
     }
 
     /// Resolves one reference; errors name the reference and where it is written, never a value.
@@ -235,7 +275,10 @@ impl SecretResolver {
         match reference {
             SecretRef::Env { name } => {
                 let value = match &self.env {
-                    Some(vars) => vars.get(name).cloned().ok_or(std::env::VarError::NotPresent),
+                    Some(vars) => vars
+                        .get(name)
+                        .cloned()
+                        .ok_or(std::env::VarError::NotPresent),
                     None => std::env::var(name),
                 };
                 value.map(Secret::new).map_err(|e| {
@@ -252,15 +295,24 @@ impl SecretResolver {
                     let text = std::str::from_utf8(&bytes).map_err(|_| {
                         ConfigError::new(
                             at.clone(),
-                            format!("secret file {} (from ${{file:{written}}}) is not valid UTF-8", path.display()),
+                            format!(
+                                "secret file {} (from ${{file:{written}}}) is not valid UTF-8",
+                                path.display()
+                            ),
                         )
                     })?;
-                    let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(text);
+                    let text = text
+                        .strip_suffix('\n')
+                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                        .unwrap_or(text);
                     Ok(Secret::new(text.to_string()))
                 }
                 Err(e) => Err(ConfigError::new(
                     at.clone(),
-                    format!("cannot read secret file {} (from ${{file:{written}}}): {e}", path.display()),
+                    format!(
+                        "cannot read secret file {} (from ${{file:{written}}}): {e}",
+                        path.display()
+                    ),
                 )),
             },
         }
@@ -283,20 +335,39 @@ mod tests {
     fn parses_whole_embedded_and_escaped_references() {
         let whole = parse("${env:RUNNER_PASSPHRASE}").unwrap();
         assert_eq!(
-            whole.references().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
-            [SecretRef::Env { name: "RUNNER_PASSPHRASE".into() }]
+            whole
+                .references()
+                .map(|(r, _)| r.clone())
+                .collect::<Vec<_>>(),
+            [SecretRef::Env {
+                name: "RUNNER_PASSPHRASE".into()
+            }]
         );
 
         let embedded = parse("postgres://app:${env:PGPASS}@db:5432/${file:dbname}").unwrap();
-        let refs: Vec<_> = embedded.references().map(|(r, l)| (r.to_string(), l.column)).collect();
-        assert_eq!(refs, [("${env:PGPASS}".to_string(), 16), ("${file:dbname}".to_string(), 38)]);
-        let SecretRef::File { path, .. } = embedded.references().nth(1).unwrap().0 else { panic!() };
+        let refs: Vec<_> = embedded
+            .references()
+            .map(|(r, l)| (r.to_string(), l.column))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                ("${env:PGPASS}".to_string(), 16),
+                ("${file:dbname}".to_string(), 38)
+            ]
+        );
+        let SecretRef::File { path, .. } = embedded.references().nth(1).unwrap().0 else {
+            panic!()
+        };
         assert_eq!(path, Path::new("/etc/runner/dbname"));
 
         let escaped = parse("cost: $5, literal $${env:X}").unwrap();
         assert!(!escaped.has_references() && escaped.needs_resolution());
         assert_eq!(
-            escaped.resolve(&SecretResolver::with_env([("X", "no")])).unwrap().expose(),
+            escaped
+                .resolve(&SecretResolver::with_env([("X", "no")]))
+                .unwrap()
+                .expose(),
             "cost: $5, literal ${env:X}"
         );
         assert!(!parse("plain $ text").unwrap().needs_resolution());
@@ -308,7 +379,11 @@ mod tests {
             ("${env:}", 0..7, "empty environment variable name"),
             ("x ${vault:x}", 2..12, "unknown secret backend \"vault\""),
             ("${env:A", 0..7, "unterminated"),
-            ("${env:1A}", 0..9, "invalid environment variable name \"1A\""),
+            (
+                "${env:1A}",
+                0..9,
+                "invalid environment variable name \"1A\"",
+            ),
             ("${PGPASS}", 0..9, "names no backend"),
             ("${file:}", 0..8, "empty path"),
         ] {
@@ -322,9 +397,10 @@ mod tests {
     fn resolves_env_and_files() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("pass"), "s3cret\n\n").unwrap();
-        let template =
-            SecretValueRef::parse("${env:USER_NAME}:${file:pass}", dir.path(), &|_| Location::whole_file("p.toml"))
-                .unwrap();
+        let template = SecretValueRef::parse("${env:USER_NAME}:${file:pass}", dir.path(), &|_| {
+            Location::whole_file("p.toml")
+        })
+        .unwrap();
         let resolver = SecretResolver::with_env([("USER_NAME", "app")]);
         assert_eq!(
             template.resolve(&resolver).unwrap().expose(),
@@ -332,12 +408,15 @@ mod tests {
             "only one trailing newline is trimmed"
         );
 
-        let missing = template.resolve(&SecretResolver::with_env([("OTHER", "x")])).unwrap_err();
+        let missing = template
+            .resolve(&SecretResolver::with_env([("OTHER", "x")]))
+            .unwrap_err();
         assert_eq!(missing.message, "environment variable USER_NAME is not set");
         std::fs::remove_file(dir.path().join("pass")).unwrap();
         let unreadable = template.resolve(&resolver).unwrap_err();
         assert!(
-            unreadable.message.starts_with("cannot read secret file") && unreadable.message.contains("${file:pass}"),
+            unreadable.message.starts_with("cannot read secret file")
+                && unreadable.message.contains("${file:pass}"),
             "{}",
             unreadable.message
         );
@@ -346,9 +425,15 @@ mod tests {
     #[test]
     fn secrets_redact_themselves() {
         let secret = Secret::new("hunter2".into());
-        assert_eq!(format!("{secret:?} {secret}"), "Secret([redacted]) [redacted]");
+        assert_eq!(
+            format!("{secret:?} {secret}"),
+            "Secret([redacted]) [redacted]"
+        );
         let literal = parse("hunter2").unwrap();
         assert!(!format!("{literal:?}").contains("hunter2"));
-        assert_eq!(format!("{:?}", parse("${env:X}").unwrap()), "SecretValueRef(\"${env:X}\")");
+        assert_eq!(
+            format!("{:?}", parse("${env:X}").unwrap()),
+            "SecretValueRef(\"${env:X}\")"
+        );
     }
 }

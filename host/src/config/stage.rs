@@ -36,7 +36,10 @@ pub enum PluginRef {
     Builtin(String),
     /// A component file (`plugin = "plugins/my.wasm"`), resolved against the pipeline file's directory,
     /// optionally pinned to a sha256 digest.
-    Path { path: PathBuf, sha256: Option<[u8; 32]> },
+    Path {
+        path: PathBuf,
+        sha256: Option<[u8; 32]>,
+    },
 }
 
 /// One step of an option's position in the options tree: a table key or an array index.
@@ -75,7 +78,11 @@ impl StageConfig {
     pub fn label(&self) -> String {
         let name = match &self.plugin {
             PluginRef::Builtin(name) => name.clone(),
-            PluginRef::Path { path, .. } => path.file_name().unwrap_or(path.as_os_str()).to_string_lossy().into_owned(),
+            PluginRef::Path { path, .. } => path
+                .file_name()
+                .unwrap_or(path.as_os_str())
+                .to_string_lossy()
+                .into_owned(),
         };
         match self.kind {
             StageKind::Transform => format!("transform #{} ({name})", self.index + 1),
@@ -84,7 +91,10 @@ impl StageConfig {
     }
 
     /// The options the plugin receives: secret references replaced by their values.
-    pub fn resolved_options(&self, secrets: &SecretResolver) -> Result<Map<String, Value>, ConfigError> {
+    pub fn resolved_options(
+        &self,
+        secrets: &SecretResolver,
+    ) -> Result<Map<String, Value>, ConfigError> {
         let mut options = self.options.clone();
         for (path, template) in &self.option_index.secrets {
             let value = template.resolve(secrets)?;
@@ -127,10 +137,16 @@ impl StageConfig {
     }
 }
 
-fn lookup_mut<'v>(options: &'v mut Map<String, Value>, path: &[OptionStep]) -> Option<&'v mut Value> {
-    let (OptionStep::Key(first), rest) = path.split_first()? else { return None };
-    rest.iter().try_fold(options.get_mut(first)?, |value, step| match step {
-        OptionStep::Key(key) => value.as_object_mut()?.get_mut(key),
-        OptionStep::Index(i) => value.as_array_mut()?.get_mut(*i),
-    })
+fn lookup_mut<'v>(
+    options: &'v mut Map<String, Value>,
+    path: &[OptionStep],
+) -> Option<&'v mut Value> {
+    let (OptionStep::Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    rest.iter()
+        .try_fold(options.get_mut(first)?, |value, step| match step {
+            OptionStep::Key(key) => value.as_object_mut()?.get_mut(key),
+            OptionStep::Index(i) => value.as_array_mut()?.get_mut(*i),
+        })
 }

@@ -38,7 +38,10 @@ fn error(text: &str) -> (usize, usize, String) {
 fn assert_error(text: &str, line: usize, column: usize, contains: &str) {
     let (l, c, message) = error(text);
     assert_eq!((l, c), (line, column), "{message}");
-    assert!(message.contains(contains), "{message:?} does not contain {contains:?}");
+    assert!(
+        message.contains(contains),
+        "{message:?} does not contain {contains:?}"
+    );
 }
 
 #[test]
@@ -82,7 +85,9 @@ path = "../backups"
     assert_eq!(p.name, "daily");
     assert_eq!(p.path, Path::new(FILE));
     assert_eq!(p.base_dir(), Path::new("/etc/runner/pipelines"));
-    let Some(KeySource::Passphrase(passphrase)) = &p.repository.key else { panic!("{:?}", p.repository) };
+    let Some(KeySource::Passphrase(passphrase)) = &p.repository.key else {
+        panic!("{:?}", p.repository)
+    };
     assert_eq!(passphrase.as_written(), "${env:RUNNER_PASSPHRASE}");
 
     assert_eq!(p.source.plugin, PluginRef::Builtin("files".into()));
@@ -90,17 +95,39 @@ path = "../backups"
     assert_eq!((p.source.location.line, p.source.location.column), (7, 1));
     assert_eq!(
         p.source.options,
-        json!({"paths": ["../examples/data"], "follow": {"symlinks": false, "depth": 3}}).as_object().unwrap().clone()
+        json!({"paths": ["../examples/data"], "follow": {"symlinks": false, "depth": 3}})
+            .as_object()
+            .unwrap()
+            .clone()
     );
     assert_eq!(
         p.source.grants.dirs,
         [
-            DirGrant { path: "/srv".into(), access: DirAccess::Read },
-            DirGrant { path: "/etc/runner/pipelines/scratch".into(), access: DirAccess::ReadWrite },
+            DirGrant {
+                path: "/srv".into(),
+                access: DirAccess::Read
+            },
+            DirGrant {
+                path: "/etc/runner/pipelines/scratch".into(),
+                access: DirAccess::ReadWrite
+            },
         ]
     );
-    assert_eq!(p.source.grants.http[1], HttpGrant { scheme: "https".into(), host: "*.example.com".into(), port: None });
-    assert_eq!(p.source.grants.tcp, [TcpGrant { host: "db.internal".into(), port: 5432 }]);
+    assert_eq!(
+        p.source.grants.http[1],
+        HttpGrant {
+            scheme: "https".into(),
+            host: "*.example.com".into(),
+            port: None
+        }
+    );
+    assert_eq!(
+        p.source.grants.tcp,
+        [TcpGrant {
+            host: "db.internal".into(),
+            port: 5432
+        }]
+    );
     assert_eq!(
         p.source.limits,
         Limits {
@@ -126,10 +153,21 @@ path = "../backups"
     assert_eq!(p.transforms[1].options.get("level"), Some(&json!(3)));
     assert_eq!(p.transforms[1].limits, Limits::default());
     assert_eq!(p.transforms[1].grants, Grants::default());
-    let PluginRef::Path { path, sha256 } = &p.transforms[2].plugin else { panic!() };
-    assert_eq!(path, Path::new("/etc/runner/pipelines/../plugins/seal.wasm"));
-    assert_eq!(hex::encode(sha256.unwrap()), "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789");
-    assert_eq!(p.sink.options, json!({"path": "../backups"}).as_object().unwrap().clone());
+    let PluginRef::Path { path, sha256 } = &p.transforms[2].plugin else {
+        panic!()
+    };
+    assert_eq!(
+        path,
+        Path::new("/etc/runner/pipelines/../plugins/seal.wasm")
+    );
+    assert_eq!(
+        hex::encode(sha256.unwrap()),
+        "abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+    );
+    assert_eq!(
+        p.sink.options,
+        json!({"path": "../backups"}).as_object().unwrap().clone()
+    );
     assert_eq!((p.sink.location.line, p.sink.location.column), (32, 1));
 
     // Plugin errors name options by dotted path; each maps back to its key.
@@ -140,9 +178,20 @@ path = "../backups"
     assert_eq!(at("paths"), (9, 1));
     assert_eq!(at("paths[0]"), (9, 10));
     assert_eq!(at("follow.depth"), (10, 30));
-    assert_eq!(at("follow.depth.extra"), (10, 30), "unknown children fall back to the parent");
-    assert_eq!(at("nonexistent"), (7, 1), "unknown options fall back to the stage header");
-    assert_eq!(p.transforms[1].option_location("level").to_string(), format!("{FILE}:26:1"));
+    assert_eq!(
+        at("follow.depth.extra"),
+        (10, 30),
+        "unknown children fall back to the parent"
+    );
+    assert_eq!(
+        at("nonexistent"),
+        (7, 1),
+        "unknown options fall back to the stage header"
+    );
+    assert_eq!(
+        p.transforms[1].option_location("level").to_string(),
+        format!("{FILE}:26:1")
+    );
 }
 
 #[test]
@@ -171,13 +220,23 @@ fn renders_location_message_and_caret() {
 #[test]
 fn toml_syntax_errors() {
     assert_error("[source]\ntype = \"files\n[sink]\n", 2, 14, "invalid TOML");
-    assert_error("[source]\ntype = \"files\"\ntype = \"x\"\n", 3, 1, "duplicate key");
+    assert_error(
+        "[source]\ntype = \"files\"\ntype = \"x\"\n",
+        3,
+        1,
+        "duplicate key",
+    );
     assert_error("[source\ntype = \"files\"\n", 1, 8, "invalid TOML");
 }
 
 #[test]
 fn wrong_value_types() {
-    assert_error("[source]\ntype = 3\n[sink]\ntype = \"local\"\n", 2, 8, "expected a string, found an integer");
+    assert_error(
+        "[source]\ntype = 3\n[sink]\ntype = \"local\"\n",
+        2,
+        8,
+        "expected a string, found an integer",
+    );
     assert_error(
         "source = \"files\"\n[sink]\ntype = \"local\"\n",
         1,
@@ -196,7 +255,12 @@ fn wrong_value_types() {
         9,
         "expected a list of \"scheme://host[:port]\" strings, found a string",
     );
-    assert_error(&format!("{MINIMAL}[pipeline]\nname = [\"a\"]\n"), 7, 8, "expected a string, found an array");
+    assert_error(
+        &format!("{MINIMAL}[pipeline]\nname = [\"a\"]\n"),
+        7,
+        8,
+        "expected a string, found an array",
+    );
 }
 
 #[test]
@@ -207,7 +271,12 @@ fn missing_tables_and_plugin_names() {
         1,
         "missing [sink] table; every pipeline needs one sink, e.g. [sink] with type = \"local\"",
     );
-    assert_error("# nothing here yet\n[sink]\ntype = \"local\"\n", 1, 1, "missing [source] table");
+    assert_error(
+        "# nothing here yet\n[sink]\ntype = \"local\"\n",
+        1,
+        1,
+        "missing [source] table",
+    );
     assert_error(
         "[source]\ntype = \"files\"\n\n  [sink]\n  path = \"/b\"\n",
         4,
@@ -278,28 +347,55 @@ fn plugin_reference_errors() {
         "`sha256` must be 64 hexadecimal digits, found 6 digits",
     );
     assert_error(
-        &format!("[source]\nplugin = \"my.wasm\"\nsha256 = \"{}\"\n{sink}", "z".repeat(64)),
+        &format!(
+            "[source]\nplugin = \"my.wasm\"\nsha256 = \"{}\"\n{sink}",
+            "z".repeat(64)
+        ),
         3,
         11,
         "must be 64 hexadecimal digits, found \"zzz",
     );
     assert_error(
-        &format!("[source]\ntype = \"files\"\nsha256 = \"{}\"\n{sink}", "0".repeat(64)),
+        &format!(
+            "[source]\ntype = \"files\"\nsha256 = \"{}\"\n{sink}",
+            "0".repeat(64)
+        ),
         3,
         11,
         "`sha256` pins a plugin file and needs `plugin = \"…\"`",
     );
     let p = parse(&format!("[source]\nplugin = \"plugins/my.wasm\"\n{sink}")).unwrap();
-    assert_eq!(p.source.plugin, PluginRef::Path { path: "/etc/runner/pipelines/plugins/my.wasm".into(), sha256: None });
+    assert_eq!(
+        p.source.plugin,
+        PluginRef::Path {
+            path: "/etc/runner/pipelines/plugins/my.wasm".into(),
+            sha256: None
+        }
+    );
     assert_eq!(p.source.label(), "source (my.wasm)");
 }
 
 #[test]
 fn bad_sizes_and_durations() {
     let limits = |body: &str| format!("{MINIMAL}[sink.limits]\n{body}\n");
-    assert_error(&limits("memory = \"512XB\""), 7, 11, "invalid limits.memory: unknown size unit \"XB\" in \"512XB\"");
-    assert_error(&limits("max_chunk = \"0MiB\""), 7, 14, "limits.max_chunk must be greater than zero");
-    assert_error(&limits("memory = -1"), 7, 10, "limits.memory must be a positive number of bytes");
+    assert_error(
+        &limits("memory = \"512XB\""),
+        7,
+        11,
+        "invalid limits.memory: unknown size unit \"XB\" in \"512XB\"",
+    );
+    assert_error(
+        &limits("max_chunk = \"0MiB\""),
+        7,
+        14,
+        "limits.max_chunk must be greater than zero",
+    );
+    assert_error(
+        &limits("memory = -1"),
+        7,
+        10,
+        "limits.memory must be a positive number of bytes",
+    );
     assert_error(
         &limits("call_timeout = \"30\""),
         7,
@@ -326,8 +422,18 @@ fn bad_grant_forms() {
         10,
         "invalid http grant \"es.example.com:9200\": expected scheme://host[:port]",
     );
-    assert_error(&grants("http = [\"https://a.org\", \"https://a.*.org\"]"), 7, 27, "'*' may only be the first label");
-    assert_error(&grants("tcp = [\"db.internal\"]"), 7, 9, "a tcp grant needs a port");
+    assert_error(
+        &grants("http = [\"https://a.org\", \"https://a.*.org\"]"),
+        7,
+        27,
+        "'*' may only be the first label",
+    );
+    assert_error(
+        &grants("tcp = [\"db.internal\"]"),
+        7,
+        9,
+        "a tcp grant needs a port",
+    );
     assert_error(
         &grants("dirs = [{ path = \"/srv\", access = \"rw\" }]"),
         7,
@@ -340,11 +446,22 @@ fn bad_grant_forms() {
         10,
         "expected a table like { path = \"/srv\", access = \"read\" }, found a string",
     );
-    assert_error(&grants("dirs = [{ access = \"read\" }]"), 7, 9, "a dirs grant needs `path`");
-    let p = parse(&format!("{MINIMAL}[[source.grants.dirs]]\npath = \"/srv\"\n")).unwrap();
+    assert_error(
+        &grants("dirs = [{ access = \"read\" }]"),
+        7,
+        9,
+        "a dirs grant needs `path`",
+    );
+    let p = parse(&format!(
+        "{MINIMAL}[[source.grants.dirs]]\npath = \"/srv\"\n"
+    ))
+    .unwrap();
     assert_eq!(
         p.source.grants.dirs,
-        [DirGrant { path: "/srv".into(), access: DirAccess::Read }],
+        [DirGrant {
+            path: "/srv".into(),
+            access: DirAccess::Read
+        }],
         "access defaults to read"
     );
 }
@@ -357,12 +474,36 @@ fn repository_key_errors() {
         13,
         "`passphrase` and `key_file` are both set",
     );
-    assert_error(&format!("[repository]\nkey_file = \"${{env:KEY}}\"\n{MINIMAL}"), 2, 13, "`key_file` is a plain path");
-    assert_error(&format!("[repository]\npassphrase = \"\"\n{MINIMAL}"), 2, 15, "empty passphrase");
-    let p = parse(&format!("[repository]\nkey_file = \"keys/daily.key\"\n{MINIMAL}")).unwrap();
-    assert_eq!(p.repository.key, Some(KeySource::KeyFile("/etc/runner/pipelines/keys/daily.key".into())));
-    let literal = parse(&format!("[repository]\npassphrase = \"correct horse\"\n{MINIMAL}")).unwrap();
-    assert!(!format!("{literal:?}").contains("correct horse"), "a literal passphrase never shows in Debug");
+    assert_error(
+        &format!("[repository]\nkey_file = \"${{env:KEY}}\"\n{MINIMAL}"),
+        2,
+        13,
+        "`key_file` is a plain path",
+    );
+    assert_error(
+        &format!("[repository]\npassphrase = \"\"\n{MINIMAL}"),
+        2,
+        15,
+        "empty passphrase",
+    );
+    let p = parse(&format!(
+        "[repository]\nkey_file = \"keys/daily.key\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(
+        p.repository.key,
+        Some(KeySource::KeyFile(
+            "/etc/runner/pipelines/keys/daily.key".into()
+        ))
+    );
+    let literal = parse(&format!(
+        "[repository]\npassphrase = \"correct horse\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert!(
+        !format!("{literal:?}").contains("correct horse"),
+        "a literal passphrase never shows in Debug"
+    );
 }
 
 #[test]
@@ -383,14 +524,24 @@ fn malformed_secret_references_point_into_the_string() {
         23,
         "empty environment variable name",
     );
-    assert_error(&format!("{MINIMAL}token = \"${{vault:x}}\"\n"), 6, 10, "unknown secret backend \"vault\"");
+    assert_error(
+        &format!("{MINIMAL}token = \"${{vault:x}}\"\n"),
+        6,
+        10,
+        "unknown secret backend \"vault\"",
+    );
     assert_error(
         &format!("{MINIMAL}hosts = [\"a\", {{ pass = \"${{env:A\" }}]\n"),
         6,
         25,
         "unterminated secret reference",
     );
-    assert_error(&format!("{MINIMAL}x = \"${{env:9LIVES}}\"\n"), 6, 6, "invalid environment variable name \"9LIVES\"");
+    assert_error(
+        &format!("{MINIMAL}x = \"${{env:9LIVES}}\"\n"),
+        6,
+        6,
+        "invalid environment variable name \"9LIVES\"",
+    );
     assert_error(
         &format!("[repository]\npassphrase = \"${{env:}}\"\n{MINIMAL}"),
         2,
@@ -398,7 +549,12 @@ fn malformed_secret_references_point_into_the_string() {
         "empty environment variable name",
     );
     // With escapes the string's text and source differ: point at the string's start.
-    assert_error(&format!("{MINIMAL}x = \"\\t${{env:}}\"\n"), 6, 6, "empty environment variable name");
+    assert_error(
+        &format!("{MINIMAL}x = \"\\t${{env:}}\"\n"),
+        6,
+        6,
+        "empty environment variable name",
+    );
 }
 
 #[test]
@@ -418,13 +574,16 @@ note = "costs $${5}"
 type = "local"
 "#;
     let p = Pipeline::parse(text, dir.path().join("daily.toml"), &Catalog).unwrap();
-    let env = SecretResolver::with_env([("RUNNER_PASSPHRASE", "pass-value"), ("PGPASS", "pg-value")]);
+    let env =
+        SecretResolver::with_env([("RUNNER_PASSPHRASE", "pass-value"), ("PGPASS", "pg-value")]);
 
     let resolved = p.source.resolved_options(&env).unwrap();
     assert_eq!(resolved["url"], "postgres://app:pg-value@db:5432/app");
     assert_eq!(resolved["auth"]["token"], "tok-from-file");
     assert_eq!(resolved["note"], "costs ${5}", "$${{ is a literal ${{");
-    let Some(KeySource::Passphrase(passphrase)) = &p.repository.key else { panic!() };
+    let Some(KeySource::Passphrase(passphrase)) = &p.repository.key else {
+        panic!()
+    };
     assert_eq!(passphrase.resolve(&env).unwrap().expose(), "pass-value");
     assert!(p.check_secrets(&env).is_empty());
 
@@ -434,21 +593,38 @@ type = "local"
         assert!(!redacted.contains(value) && !format!("{p:?}").contains(value));
     }
 
-    let missing = p.source.resolved_options(&SecretResolver::with_env([("X", "y")])).unwrap_err();
+    let missing = p
+        .source
+        .resolved_options(&SecretResolver::with_env([("X", "y")]))
+        .unwrap_err();
     assert_eq!(
         missing.to_string(),
-        format!("{}:6:23: environment variable PGPASS is not set", dir.path().join("daily.toml").display())
+        format!(
+            "{}:6:23: environment variable PGPASS is not set",
+            dir.path().join("daily.toml").display()
+        )
     );
 
     let without = SecretResolver::with_env([("PGPASS", "pg-value")]);
     std::fs::remove_file(dir.path().join("token")).unwrap();
-    let errors: Vec<_> =
-        p.check_secrets(&without).into_iter().map(|e| (e.location.line, e.location.column, e.message)).collect();
+    let errors: Vec<_> = p
+        .check_secrets(&without)
+        .into_iter()
+        .map(|e| (e.location.line, e.location.column, e.message))
+        .collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert_eq!(errors[0], (2, 15, "environment variable RUNNER_PASSPHRASE is not set".to_string()));
+    assert_eq!(
+        errors[0],
+        (
+            2,
+            15,
+            "environment variable RUNNER_PASSPHRASE is not set".to_string()
+        )
+    );
     assert_eq!((errors[1].0, errors[1].1), (7, 19));
     assert!(
-        errors[1].2.starts_with("cannot read secret file") && errors[1].2.contains("(from ${file:token})"),
+        errors[1].2.starts_with("cannot read secret file")
+            && errors[1].2.contains("(from ${file:token})"),
         "{}",
         errors[1].2
     );
@@ -457,7 +633,11 @@ type = "local"
 #[test]
 fn all_errors_are_reported_in_file_order() {
     let text = "[source]\ntype = \"ftp\"\n[source.limits]\nmemory = \"lots\"\n[[transform]]\ntype = \"zsdt\"\n";
-    let errors: Vec<_> = parse(text).unwrap_err().iter().map(|e| (e.location.line, e.location.column)).collect();
+    let errors: Vec<_> = parse(text)
+        .unwrap_err()
+        .iter()
+        .map(|e| (e.location.line, e.location.column))
+        .collect();
     assert_eq!(errors, [(1, 1), (2, 9), (4, 11), (6, 9)]);
 }
 
@@ -470,8 +650,8 @@ fn load_reads_files_and_reports_unreadable_ones() {
     assert_eq!((p.name.as_str(), p.base_dir()), ("nightly", dir.path()));
     let err = Pipeline::load(dir.path().join("absent.toml"), &Catalog).unwrap_err();
     assert_eq!(err.first().location.line, 0);
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{}: cannot read pipeline file:", dir.path().join("absent.toml").display()))
-    );
+    assert!(err.to_string().starts_with(&format!(
+        "{}: cannot read pipeline file:",
+        dir.path().join("absent.toml").display()
+    )));
 }

@@ -25,24 +25,41 @@ pub(super) fn validate(
     catalog: &dyn PluginCatalog,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Pipeline> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let base_dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
-    let mut v = Validator { src, base_dir, catalog, errors };
+    let mut v = Validator {
+        src,
+        base_dir,
+        catalog,
+        errors,
+    };
 
     let name = match raw.name {
         Some(name) if name.get_ref().trim().is_empty() => {
-            v.errors.push(src.error(name.span(), "empty pipeline name; expected a name such as \"daily\""));
+            v.errors.push(src.error(
+                name.span(),
+                "empty pipeline name; expected a name such as \"daily\"",
+            ));
             String::new()
         }
         Some(name) => name.into_inner(),
-        None => path.file_stem().map_or("pipeline".into(), |stem| stem.to_string_lossy().into_owned()),
+        None => path.file_stem().map_or("pipeline".into(), |stem| {
+            stem.to_string_lossy().into_owned()
+        }),
     };
     let repository = v.repository(raw.repository);
     let written = |kind: StageKind| raw.written.iter().any(|key| *key == kind.to_string());
     let (source_written, sink_written) = (written(StageKind::Source), written(StageKind::Sink));
     let source = v.required_stage(raw.source, StageKind::Source, source_written);
-    let transforms: Vec<_> =
-        raw.transforms.into_iter().enumerate().filter_map(|(i, t)| v.stage(t, StageKind::Transform, i)).collect();
+    let transforms: Vec<_> = raw
+        .transforms
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| v.stage(t, StageKind::Transform, i))
+        .collect();
     let sink = v.required_stage(raw.sink, StageKind::Sink, sink_written);
     if !v.errors.is_empty() {
         return None;
@@ -79,7 +96,9 @@ impl Validator<'_, '_> {
             Ok(template) => Some(template),
             Err(e) => {
                 let start = src.offset_in_string(&content, text, e.range.start);
-                let end = src.offset_in_string(&content, text, e.range.end).max(start + 1);
+                let end = src
+                    .offset_in_string(&content, text, e.range.end)
+                    .max(start + 1);
                 self.error(start..end, e.message);
                 None
             }
@@ -87,7 +106,9 @@ impl Validator<'_, '_> {
     }
 
     fn repository(&mut self, raw: Option<RawRepository>) -> RepositoryConfig {
-        let Some(raw) = raw else { return RepositoryConfig { key: None } };
+        let Some(raw) = raw else {
+            return RepositoryConfig { key: None };
+        };
         let key = match (raw.passphrase, raw.key_file) {
             (Some(_), Some(key_file)) => {
                 self.error(
@@ -103,26 +124,40 @@ impl Validator<'_, '_> {
                 );
                 None
             }
-            (Some(passphrase), None) => {
-                self.template(passphrase.get_ref(), passphrase.span()).map(KeySource::Passphrase)
-            }
-            (None, Some(key_file)) if key_file.get_ref().is_empty() || key_file.get_ref().contains("${") => {
+            (Some(passphrase), None) => self
+                .template(passphrase.get_ref(), passphrase.span())
+                .map(KeySource::Passphrase),
+            (None, Some(key_file))
+                if key_file.get_ref().is_empty() || key_file.get_ref().contains("${") =>
+            {
                 let message = "`key_file` is a plain path (secret references are not expanded here); to read a passphrase from a file use passphrase = \"${file:PATH}\"";
                 self.error(key_file.span(), message);
                 None
             }
-            (None, Some(key_file)) => Some(KeySource::KeyFile(self.base_dir.join(key_file.get_ref()))),
+            (None, Some(key_file)) => {
+                Some(KeySource::KeyFile(self.base_dir.join(key_file.get_ref())))
+            }
             (None, None) => None,
         };
         RepositoryConfig { key }
     }
 
-    fn required_stage(&mut self, raw: Option<RawStage<'_>>, kind: StageKind, written: bool) -> Option<StageConfig> {
+    fn required_stage(
+        &mut self,
+        raw: Option<RawStage<'_>>,
+        kind: StageKind,
+        written: bool,
+    ) -> Option<StageConfig> {
         match raw {
             Some(raw) => self.stage(raw, kind, 0),
             None if written => None,
             None => {
-                let example = self.catalog.builtin_names(kind).into_iter().min().unwrap_or_else(|| "<name>".into());
+                let example = self
+                    .catalog
+                    .builtin_names(kind)
+                    .into_iter()
+                    .min()
+                    .unwrap_or_else(|| "<name>".into());
                 let message = format!(
                     "missing [{kind}] table; every pipeline needs one {kind}, e.g. [{kind}] with type = \"{example}\""
                 );
@@ -157,9 +192,14 @@ impl Validator<'_, '_> {
         let mut known = self.catalog.builtin_names(kind);
         known.sort();
         let choices = if known.is_empty() {
-            format!("no built-in {kind} plugins are available, so use `plugin = \"path/to/plugin.wasm\"`")
+            format!(
+                "no built-in {kind} plugins are available, so use `plugin = \"path/to/plugin.wasm\"`"
+            )
         } else {
-            format!("expected one of: {} (or `plugin = \"path/to/plugin.wasm\"`)", known.join(", "))
+            format!(
+                "expected one of: {} (or `plugin = \"path/to/plugin.wasm\"`)",
+                known.join(", ")
+            )
         };
         match (&raw.type_name, &raw.plugin) {
             (Some(_), Some(plugin)) => {
@@ -168,7 +208,10 @@ impl Validator<'_, '_> {
             }
             (None, None) => {
                 if !raw.names_plugin {
-                    self.error(raw.span.clone(), format!("{what} has no `type` or `plugin`; {choices}"));
+                    self.error(
+                        raw.span.clone(),
+                        format!("{what} has no `type` or `plugin`; {choices}"),
+                    );
                 }
                 None
             }
@@ -177,21 +220,30 @@ impl Validator<'_, '_> {
                     self.error(sha256.span(), format!("`sha256` pins a plugin file and needs `plugin = \"…\"`; the built-in type \"{}\" is part of the runner", name.get_ref()));
                 }
                 if !known.contains(name.get_ref()) {
-                    self.error(name.span(), format!("unknown {kind} type \"{}\"; {choices}", name.get_ref()));
+                    self.error(
+                        name.span(),
+                        format!("unknown {kind} type \"{}\"; {choices}", name.get_ref()),
+                    );
                     return None;
                 }
                 Some(PluginRef::Builtin(name.get_ref().clone()))
             }
             (None, Some(plugin)) => {
                 if plugin.get_ref().trim().is_empty() {
-                    self.error(plugin.span(), "empty plugin path; expected the path of a .wasm component");
+                    self.error(
+                        plugin.span(),
+                        "empty plugin path; expected the path of a .wasm component",
+                    );
                     return None;
                 }
                 let sha256 = match &raw.sha256 {
                     None => None,
                     Some(digest) => Some(self.sha256(digest)?),
                 };
-                Some(PluginRef::Path { path: self.base_dir.join(plugin.get_ref()), sha256 })
+                Some(PluginRef::Path {
+                    path: self.base_dir.join(plugin.get_ref()),
+                    sha256,
+                })
             }
         }
     }
@@ -207,7 +259,10 @@ impl Validator<'_, '_> {
                 } else {
                     format!("\"{text}\"")
                 };
-                self.error(digest.span(), format!("`sha256` must be 64 hexadecimal digits, found {found}"));
+                self.error(
+                    digest.span(),
+                    format!("`sha256` must be 64 hexadecimal digits, found {found}"),
+                );
                 None
             }
         }
@@ -223,32 +278,43 @@ impl Validator<'_, '_> {
                     None => {
                         self.error(
                             access.span(),
-                            format!("unknown access \"{}\"; expected \"read\" or \"read-write\"", access.get_ref()),
+                            format!(
+                                "unknown access \"{}\"; expected \"read\" or \"read-write\"",
+                                access.get_ref()
+                            ),
                         );
                         continue;
                     }
                 },
             };
             match dir.path {
-                Some(path) if !path.get_ref().is_empty() => {
-                    grants.dirs.push(DirGrant { path: self.base_dir.join(path.get_ref()), access })
-                }
+                Some(path) if !path.get_ref().is_empty() => grants.dirs.push(DirGrant {
+                    path: self.base_dir.join(path.get_ref()),
+                    access,
+                }),
                 Some(path) => self.error(path.span(), "empty directory path in a dirs grant"),
-                None => {
-                    self.error(dir.span, "a dirs grant needs `path`; expected { path = \"/srv\", access = \"read\" }")
-                }
+                None => self.error(
+                    dir.span,
+                    "a dirs grant needs `path`; expected { path = \"/srv\", access = \"read\" }",
+                ),
             }
         }
         for http in raw.http {
             match HttpGrant::parse(http.get_ref()) {
                 Ok(grant) => grants.http.push(grant),
-                Err(e) => self.error(http.span(), format!("invalid http grant \"{}\": {e}", http.get_ref())),
+                Err(e) => self.error(
+                    http.span(),
+                    format!("invalid http grant \"{}\": {e}", http.get_ref()),
+                ),
             }
         }
         for tcp in raw.tcp {
             match TcpGrant::parse(tcp.get_ref()) {
                 Ok(grant) => grants.tcp.push(grant),
-                Err(e) => self.error(tcp.span(), format!("invalid tcp grant \"{}\": {e}", tcp.get_ref())),
+                Err(e) => self.error(
+                    tcp.span(),
+                    format!("invalid tcp grant \"{}\": {e}", tcp.get_ref()),
+                ),
             }
         }
         grants
@@ -257,13 +323,22 @@ impl Validator<'_, '_> {
     fn limits(&mut self, raw: RawLimits<'_>) -> Limits {
         let defaults = Limits::default();
         Limits {
-            memory: raw.memory.and_then(|v| self.size(&v, "memory")).unwrap_or(defaults.memory),
+            memory: raw
+                .memory
+                .and_then(|v| self.size(&v, "memory"))
+                .unwrap_or(defaults.memory),
             call_timeout: raw
                 .call_timeout
                 .and_then(|v| self.duration(&v, "call_timeout"))
                 .unwrap_or(defaults.call_timeout),
-            run_timeout: raw.run_timeout.and_then(|v| self.duration(&v, "run_timeout")).unwrap_or(defaults.run_timeout),
-            max_chunk: raw.max_chunk.and_then(|v| self.size(&v, "max_chunk")).unwrap_or(defaults.max_chunk),
+            run_timeout: raw
+                .run_timeout
+                .and_then(|v| self.duration(&v, "run_timeout"))
+                .unwrap_or(defaults.run_timeout),
+            max_chunk: raw
+                .max_chunk
+                .and_then(|v| self.size(&v, "max_chunk"))
+                .unwrap_or(defaults.max_chunk),
         }
     }
 
@@ -271,11 +346,17 @@ impl Validator<'_, '_> {
     fn size(&mut self, value: &Value<'_>, name: &str) -> Option<u64> {
         let span = raw::value_span(self.src, value);
         let bytes = match value.get_ref() {
-            DeValue::String(text) => parse_size(text).map_err(|e| format!("invalid limits.{name}: {e}")),
+            DeValue::String(text) => {
+                parse_size(text).map_err(|e| format!("invalid limits.{name}: {e}"))
+            }
             DeValue::Integer(n) => u64::from_str_radix(n.as_str(), n.radix())
                 .map_err(|_| format!("limits.{name} must be a positive number of bytes")),
             _ => {
-                self.errors.push(raw::type_error(self.src, value, "a size such as \"256MiB\""));
+                self.errors.push(raw::type_error(
+                    self.src,
+                    value,
+                    "a size such as \"256MiB\"",
+                ));
                 return None;
             }
         };
@@ -289,12 +370,18 @@ impl Validator<'_, '_> {
 
     fn duration(&mut self, value: &Value<'_>, name: &str) -> Option<Duration> {
         let DeValue::String(text) = value.get_ref() else {
-            self.errors.push(raw::type_error(self.src, value, "a duration such as \"30s\" or \"1h30m\""));
+            self.errors.push(raw::type_error(
+                self.src,
+                value,
+                "a duration such as \"30s\" or \"1h30m\"",
+            ));
             return None;
         };
         let span = raw::value_span(self.src, value);
         match parse_duration(text) {
-            Ok(Duration::ZERO) => self.error(span, format!("limits.{name} must be greater than zero")),
+            Ok(Duration::ZERO) => {
+                self.error(span, format!("limits.{name} must be greater than zero"))
+            }
             Ok(duration) => return Some(duration),
             Err(e) => self.error(span, format!("invalid limits.{name}: {e}")),
         }
@@ -317,7 +404,9 @@ impl Validator<'_, '_> {
         let mut table = Map::new();
         for (key, value) in entries {
             path.push(OptionStep::Key(key.get_ref().to_string()));
-            index.locations.insert(dotted(path), self.src.location(key.span().start));
+            index
+                .locations
+                .insert(dotted(path), self.src.location(key.span().start));
             if let Some(json) = self.option_value(value, path, index) {
                 table.insert(key.get_ref().to_string(), json);
             }
@@ -327,11 +416,19 @@ impl Validator<'_, '_> {
     }
 
     /// Converts one option to JSON, recording where it is and whether it holds secret references.
-    fn option_value(&mut self, value: &Value<'_>, path: &mut Vec<OptionStep>, index: &mut OptionIndex) -> Option<Json> {
+    fn option_value(
+        &mut self,
+        value: &Value<'_>,
+        path: &mut Vec<OptionStep>,
+        index: &mut OptionIndex,
+    ) -> Option<Json> {
         Some(match value.get_ref() {
             DeValue::String(text) => {
                 let content = self.src.string_content(value.span());
-                if let Some(template) = self.template(text, content).filter(SecretValueRef::needs_resolution) {
+                if let Some(template) = self
+                    .template(text, content)
+                    .filter(SecretValueRef::needs_resolution)
+                {
                     index.secrets.push((path.clone(), template));
                 }
                 Json::String(text.to_string())
@@ -339,11 +436,19 @@ impl Validator<'_, '_> {
             DeValue::Integer(n) => match i64::from_str_radix(n.as_str(), n.radix()) {
                 Ok(n) => Json::from(n),
                 Err(_) => {
-                    self.error(value.span(), "integer out of range for a 64-bit signed option value");
+                    self.error(
+                        value.span(),
+                        "integer out of range for a 64-bit signed option value",
+                    );
                     return None;
                 }
             },
-            DeValue::Float(f) => match f.as_str().parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            DeValue::Float(f) => match f
+                .as_str()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
                 Some(n) => Json::Number(n),
                 None => {
                     self.error(value.span(), "plugin options cannot hold inf or nan");
@@ -356,7 +461,9 @@ impl Validator<'_, '_> {
                 let mut array = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     path.push(OptionStep::Index(i));
-                    index.locations.insert(dotted(path), self.src.location(item.span().start));
+                    index
+                        .locations
+                        .insert(dotted(path), self.src.location(item.span().start));
                     array.extend(self.option_value(item, path, index));
                     path.pop();
                 }

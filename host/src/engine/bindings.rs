@@ -16,7 +16,9 @@ pub mod services {
     });
 }
 
-pub use services::runner::plugin::types::{ConfigError, Error as PluginErrorKind, PluginInfo, RemoteError};
+pub use services::runner::plugin::types::{
+    ConfigError, Error as PluginErrorKind, PluginInfo, RemoteError,
+};
 
 pub mod source {
     wasmtime::component::bindgen!({
@@ -63,25 +65,37 @@ pub fn describe(error: &PluginErrorKind) -> String {
     let mut out = String::new();
     let f = &mut out;
     let _ = match error {
-            PluginErrorKind::Config(ConfigError { field: Some(field), message }) => {
-                write!(f, "invalid configuration: `{field}`: {message}")
-            }
-            PluginErrorKind::Config(ConfigError { field: None, message }) => {
-                write!(f, "invalid configuration: {message}")
-            }
-            PluginErrorKind::AccessDenied(m) => write!(f, "access denied: {m}"),
-            PluginErrorKind::NotFound(m) => write!(f, "not found: {m}"),
-            PluginErrorKind::AlreadyExists(m) => write!(f, "already exists: {m}"),
-            PluginErrorKind::Remote(RemoteError { message, retryable: true }) => {
-                write!(f, "remote error (retryable): {message}")
-            }
-            PluginErrorKind::Remote(RemoteError { message, retryable: false }) => {
-                write!(f, "remote error: {message}")
-            }
-            PluginErrorKind::Corrupt(m) => write!(f, "corrupt data: {m}"),
-            PluginErrorKind::Unsupported(m) => write!(f, "unsupported: {m}"),
-            PluginErrorKind::InvalidInput(m) => write!(f, "invalid input: {m}"),
-            PluginErrorKind::Internal(m) => write!(f, "internal error: {m}"),
+        PluginErrorKind::Config(ConfigError {
+            field: Some(field),
+            message,
+        }) => {
+            write!(f, "invalid configuration: `{field}`: {message}")
+        }
+        PluginErrorKind::Config(ConfigError {
+            field: None,
+            message,
+        }) => {
+            write!(f, "invalid configuration: {message}")
+        }
+        PluginErrorKind::AccessDenied(m) => write!(f, "access denied: {m}"),
+        PluginErrorKind::NotFound(m) => write!(f, "not found: {m}"),
+        PluginErrorKind::AlreadyExists(m) => write!(f, "already exists: {m}"),
+        PluginErrorKind::Remote(RemoteError {
+            message,
+            retryable: true,
+        }) => {
+            write!(f, "remote error (retryable): {message}")
+        }
+        PluginErrorKind::Remote(RemoteError {
+            message,
+            retryable: false,
+        }) => {
+            write!(f, "remote error: {message}")
+        }
+        PluginErrorKind::Corrupt(m) => write!(f, "corrupt data: {m}"),
+        PluginErrorKind::Unsupported(m) => write!(f, "unsupported: {m}"),
+        PluginErrorKind::InvalidInput(m) => write!(f, "invalid input: {m}"),
+        PluginErrorKind::Internal(m) => write!(f, "internal error: {m}"),
     };
     out
 }

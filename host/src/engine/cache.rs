@@ -20,11 +20,16 @@ impl CompileCache {
     pub fn new(dir: PathBuf, engine: &wasmtime::Engine) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        CompileCache { dir, engine_key: format!("{:016x}", hasher.finish()), engine: engine.clone() }
+        CompileCache {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+            engine: engine.clone(),
+        }
     }
 
     fn entry_path(&self, digest: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!("{}-{}.cwasm", hex::encode(digest), self.engine_key))
+        self.dir
+            .join(format!("{}-{}.cwasm", hex::encode(digest), self.engine_key))
     }
 
     pub fn load_or_compile(&self, digest: &[u8; 32], wasm: &[u8]) -> anyhow::Result<Component> {
@@ -35,7 +40,10 @@ impl CompileCache {
         }
         let started = std::time::Instant::now();
         let serialized = self.engine.precompile_component(wasm)?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "component compiled");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "component compiled"
+        );
         // SAFETY: produced just now by this engine from the component's bytes.
         let component = unsafe { Component::deserialize(&self.engine, &serialized)? };
         if let Err(e) = self.store(&path, &serialized) {

@@ -10,19 +10,45 @@ pub enum PluginError {
     Load { plugin: String, reason: String },
 
     #[error("{plugin}: {call}: {}", crate::engine::bindings::describe(error))]
-    Plugin { plugin: String, call: &'static str, error: PluginErrorKind },
+    Plugin {
+        plugin: String,
+        call: &'static str,
+        error: PluginErrorKind,
+    },
 
-    #[error("{plugin} exceeded its memory limit of {limit} bytes (in `{call}`); raise `limits.memory` for this stage if that is expected")]
-    MemoryLimit { plugin: String, call: &'static str, limit: u64 },
+    #[error(
+        "{plugin} exceeded its memory limit of {limit} bytes (in `{call}`); raise `limits.memory` for this stage if that is expected"
+    )]
+    MemoryLimit {
+        plugin: String,
+        call: &'static str,
+        limit: u64,
+    },
 
-    #[error("{plugin}: `{call}` did not return within the {limit_name} limit of {limit:?}; the plugin was stopped")]
-    Timeout { plugin: String, call: &'static str, limit_name: &'static str, limit: Duration },
+    #[error(
+        "{plugin}: `{call}` did not return within the {limit_name} limit of {limit:?}; the plugin was stopped"
+    )]
+    Timeout {
+        plugin: String,
+        call: &'static str,
+        limit_name: &'static str,
+        limit: Duration,
+    },
 
     #[error("{plugin}: `{call}` returned {size} bytes, more than the {limit} allowed in one call")]
-    OversizedChunk { plugin: String, call: &'static str, size: u64, limit: u64 },
+    OversizedChunk {
+        plugin: String,
+        call: &'static str,
+        size: u64,
+        limit: u64,
+    },
 
     #[error("{plugin} crashed in `{call}`: {trap}")]
-    Trap { plugin: String, call: &'static str, trap: String },
+    Trap {
+        plugin: String,
+        call: &'static str,
+        trap: String,
+    },
 
     #[error("{plugin} cannot be called after it failed earlier: {reason}")]
     Broken { plugin: String, reason: String },

@@ -19,31 +19,57 @@ pub type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + 
 pub trait World: Send + Sync + Sized + 'static {
     /// "source", "transform", "sink".
     const NAME: &'static str;
-    fn instantiate<'a>(pre: &'a InstancePre<HostState>, store: &'a mut Store<HostState>) -> CallFuture<'a, Self>;
+    fn instantiate<'a>(
+        pre: &'a InstancePre<HostState>,
+        store: &'a mut Store<HostState>,
+    ) -> CallFuture<'a, Self>;
     fn info<'a>(&'a self, store: &'a mut Store<HostState>) -> CallFuture<'a, PluginInfo>;
-    fn configure<'a>(&'a self, store: &'a mut Store<HostState>, config: String) -> CallFuture<'a, Result<(), PluginErrorKind>>;
+    fn configure<'a>(
+        &'a self,
+        store: &'a mut Store<HostState>,
+        config: String,
+    ) -> CallFuture<'a, Result<(), PluginErrorKind>>;
 }
 
 macro_rules! world {
     ($bindings:ty, $pre:ty, $name:literal) => {
         impl World for $bindings {
             const NAME: &'static str = $name;
-            fn instantiate<'a>(pre: &'a InstancePre<HostState>, store: &'a mut Store<HostState>) -> CallFuture<'a, Self> {
+            fn instantiate<'a>(
+                pre: &'a InstancePre<HostState>,
+                store: &'a mut Store<HostState>,
+            ) -> CallFuture<'a, Self> {
                 Box::pin(async move { <$pre>::new(pre.clone())?.instantiate_async(store).await })
             }
             fn info<'a>(&'a self, store: &'a mut Store<HostState>) -> CallFuture<'a, PluginInfo> {
                 Box::pin(self.call_info(store))
             }
-            fn configure<'a>(&'a self, store: &'a mut Store<HostState>, config: String) -> CallFuture<'a, Result<(), PluginErrorKind>> {
+            fn configure<'a>(
+                &'a self,
+                store: &'a mut Store<HostState>,
+                config: String,
+            ) -> CallFuture<'a, Result<(), PluginErrorKind>> {
                 Box::pin(async move { self.call_configure(store, &config).await })
             }
         }
     };
 }
 
-world!(bindings::source::SourcePlugin, bindings::source::SourcePluginPre<HostState>, "source");
-world!(bindings::transform::TransformPlugin, bindings::transform::TransformPluginPre<HostState>, "transform");
-world!(bindings::sink::SinkPlugin, bindings::sink::SinkPluginPre<HostState>, "sink");
+world!(
+    bindings::source::SourcePlugin,
+    bindings::source::SourcePluginPre<HostState>,
+    "source"
+);
+world!(
+    bindings::transform::TransformPlugin,
+    bindings::transform::TransformPluginPre<HostState>,
+    "transform"
+);
+world!(
+    bindings::sink::SinkPlugin,
+    bindings::sink::SinkPluginPre<HostState>,
+    "sink"
+);
 
 /// Caps linear memory and remembers that it did, so the error can name the limit.
 pub(crate) struct MemoryLimiter {
@@ -53,7 +79,10 @@ pub(crate) struct MemoryLimiter {
 
 impl MemoryLimiter {
     pub(crate) fn new(limit: u64) -> Self {
-        MemoryLimiter { limit: usize::try_from(limit).unwrap_or(usize::MAX), hit: false }
+        MemoryLimiter {
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            hit: false,
+        }
     }
 
     pub(crate) fn hit(&self) -> bool {
@@ -62,7 +91,12 @@ impl MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = true;
             // An error (not `false`) traps the guest at once instead of letting its
@@ -72,7 +106,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -100,13 +139,25 @@ impl<B: World> PluginInstance<B> {
     ) -> Result<Self, PluginError> {
         let mut instance = Self::start(engine, plugin, label, grants, limits).await?;
         let config = config_json.to_string();
-        instance.call_result("configure", |store, b| b.configure(store, config)).await?;
+        instance
+            .call_result("configure", |store, b| b.configure(store, config))
+            .await?;
         Ok(instance)
     }
 
     /// Instantiates `plugin` (without configuring it) to ask its name, version and description.
-    pub(crate) async fn describe(engine: &Engine, plugin: &LoadedPlugin) -> Result<PluginInfo, PluginError> {
-        let mut instance = Self::start(engine, plugin, &plugin.name, StageGrants::default(), &Limits::default()).await?;
+    pub(crate) async fn describe(
+        engine: &Engine,
+        plugin: &LoadedPlugin,
+    ) -> Result<PluginInfo, PluginError> {
+        let mut instance = Self::start(
+            engine,
+            plugin,
+            &plugin.name,
+            StageGrants::default(),
+            &Limits::default(),
+        )
+        .await?;
         instance.call("info", |store, b| b.info(store)).await
     }
 
@@ -118,17 +169,29 @@ impl<B: World> PluginInstance<B> {
         limits: &Limits,
     ) -> Result<Self, PluginError> {
         let label: Arc<str> = label.into();
-        let instantiate_error = |reason: String| PluginError::Instantiate { plugin: label.to_string(), reason };
-        let host = HostState::new(label.clone(), grants, limits).map_err(|e| instantiate_error(format!("{e:#}")))?;
+        let instantiate_error = |reason: String| PluginError::Instantiate {
+            plugin: label.to_string(),
+            reason,
+        };
+        let host = HostState::new(label.clone(), grants, limits)
+            .map_err(|e| instantiate_error(format!("{e:#}")))?;
         let mut store = Store::new(engine.wasmtime(), host);
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let started = Instant::now();
-        let bindings = tokio::time::timeout(limits.call_timeout, B::instantiate(&plugin.pre, &mut store))
-            .await
-            .map_err(|_| instantiate_error(format!("instantiation took longer than {:?}", limits.call_timeout)))?
-            .map_err(|e| instantiate_error(format!("it does not fit the {} world: {e:#}", B::NAME)))?;
+        let bindings =
+            tokio::time::timeout(limits.call_timeout, B::instantiate(&plugin.pre, &mut store))
+                .await
+                .map_err(|_| {
+                    instantiate_error(format!(
+                        "instantiation took longer than {:?}",
+                        limits.call_timeout
+                    ))
+                })?
+                .map_err(|e| {
+                    instantiate_error(format!("it does not fit the {} world: {e:#}", B::NAME))
+                })?;
         Ok(PluginInstance {
             store,
             bindings,
@@ -145,7 +208,6 @@ impl<B: World> PluginInstance<B> {
 }
 
 impl<B> PluginInstance<B> {
-
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -158,7 +220,10 @@ impl<B> PluginInstance<B> {
         f: impl for<'a> FnOnce(&'a mut Store<HostState>, &'a B) -> CallFuture<'a, R>,
     ) -> Result<R, PluginError> {
         if let Some(reason) = &self.broken {
-            return Err(PluginError::Broken { plugin: self.label.to_string(), reason: reason.clone() });
+            return Err(PluginError::Broken {
+                plugin: self.label.to_string(),
+                reason: reason.clone(),
+            });
         }
         let left = self.deadline.saturating_duration_since(Instant::now());
         let (budget, limit_name) = if left < self.limits.call_timeout {
@@ -174,7 +239,11 @@ impl<B> PluginInstance<B> {
                 plugin: self.label.to_string(),
                 call,
                 limit_name,
-                limit: if limit_name == "run_timeout" { self.limits.run_timeout } else { budget },
+                limit: if limit_name == "run_timeout" {
+                    self.limits.run_timeout
+                } else {
+                    budget
+                },
             },
         };
         self.broken = Some(error.to_string());
@@ -185,17 +254,27 @@ impl<B> PluginInstance<B> {
     pub(crate) async fn call_result<R>(
         &mut self,
         call: &'static str,
-        f: impl for<'a> FnOnce(&'a mut Store<HostState>, &'a B) -> CallFuture<'a, Result<R, PluginErrorKind>>,
+        f: impl for<'a> FnOnce(
+            &'a mut Store<HostState>,
+            &'a B,
+        ) -> CallFuture<'a, Result<R, PluginErrorKind>>,
     ) -> Result<R, PluginError> {
-        self.call(call, f).await?.map_err(|error| PluginError::Plugin {
-            plugin: self.label.to_string(),
-            call,
-            error,
-        })
+        self.call(call, f)
+            .await?
+            .map_err(|error| PluginError::Plugin {
+                plugin: self.label.to_string(),
+                call,
+                error,
+            })
     }
 
     /// Rejects output larger than asked for or than the stage's `max_chunk`.
-    pub(crate) fn check_chunk(&self, call: &'static str, chunk: &[u8], asked: u32) -> Result<(), PluginError> {
+    pub(crate) fn check_chunk(
+        &self,
+        call: &'static str,
+        chunk: &[u8],
+        asked: u32,
+    ) -> Result<(), PluginError> {
         let limit = (asked as u64).min(self.limits.max_chunk);
         if chunk.len() as u64 > limit {
             return Err(PluginError::OversizedChunk {
@@ -211,16 +290,26 @@ impl<B> PluginInstance<B> {
     fn classify(&mut self, call: &'static str, trap: wasmtime::Error) -> PluginError {
         let plugin = self.label.to_string();
         if self.store.data().limiter.hit() {
-            return PluginError::MemoryLimit { plugin, call, limit: self.limits.memory };
+            return PluginError::MemoryLimit {
+                plugin,
+                call,
+                limit: self.limits.memory,
+            };
         }
-        PluginError::Trap { plugin, call, trap: format!("{trap:#}") }
+        PluginError::Trap {
+            plugin,
+            call,
+            trap: format!("{trap:#}"),
+        }
     }
 
     pub(crate) fn linear_memories(&mut self) -> Vec<Vec<u8>> {
         let mut memories = Vec::new();
         for instance in self.store.debug_all_instances() {
             for index in 0.. {
-                let Some(memory) = instance.debug_memory(&mut self.store, index) else { break };
+                let Some(memory) = instance.debug_memory(&mut self.store, index) else {
+                    break;
+                };
                 memories.push(memory.data(&self.store).to_vec());
             }
         }

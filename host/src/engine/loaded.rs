@@ -23,11 +23,19 @@ pub struct PluginShape {
 impl PluginShape {
     fn read(engine: &wasmtime::Engine, component: &Component) -> Result<Self, String> {
         let ty = component.component_type();
-        let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
-        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+        let imports: Vec<String> = ty
+            .imports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let exports: Vec<String> = ty
+            .exports(engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
         let mut found = None;
         for export in &exports {
-            let Some(rest) = export.strip_prefix(CONTRACT_PACKAGE) else { continue };
+            let Some(rest) = export.strip_prefix(CONTRACT_PACKAGE) else {
+                continue;
+            };
             let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
             let kind = match interface {
                 "source" => StageKind::Source,
@@ -36,17 +44,28 @@ impl PluginShape {
                 _ => continue,
             };
             if found.is_some() {
-                return Err("it exports more than one of runner:plugin/source, transform, sink".into());
+                return Err(
+                    "it exports more than one of runner:plugin/source, transform, sink".into(),
+                );
             }
             found = Some((kind, version.to_string()));
         }
         let Some((kind, contract_version)) = found else {
             return Err(format!(
                 "it is not a runner plugin: it exports none of runner:plugin/source, transform or sink (exports: {})",
-                if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
             ));
         };
-        Ok(PluginShape { kind, contract_version, imports, exports })
+        Ok(PluginShape {
+            kind,
+            contract_version,
+            imports,
+            exports,
+        })
     }
 }
 
@@ -61,9 +80,18 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    pub(crate) fn new(engine: &Engine, name: &str, digest: [u8; 32], component: Component) -> Result<Self, PluginError> {
-        let shape = PluginShape::read(engine.wasmtime(), &component)
-            .map_err(|reason| PluginError::Load { plugin: name.to_string(), reason })?;
+    pub(crate) fn new(
+        engine: &Engine,
+        name: &str,
+        digest: [u8; 32],
+        component: Component,
+    ) -> Result<Self, PluginError> {
+        let shape = PluginShape::read(engine.wasmtime(), &component).map_err(|reason| {
+            PluginError::Load {
+                plugin: name.to_string(),
+                reason,
+            }
+        })?;
         if !SUPPORTED_CONTRACTS.contains(&shape.contract_version.as_str()) {
             return Err(PluginError::Load {
                 plugin: name.to_string(),
@@ -74,10 +102,18 @@ impl LoadedPlugin {
                 ),
             });
         }
-        let pre = engine.linker().instantiate_pre(&component).map_err(|e| PluginError::Load {
-            plugin: name.to_string(),
-            reason: format!("it imports something this runner does not provide: {e:#}"),
-        })?;
-        Ok(LoadedPlugin { name: name.to_string(), digest, shape, pre })
+        let pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::Load {
+                plugin: name.to_string(),
+                reason: format!("it imports something this runner does not provide: {e:#}"),
+            })?;
+        Ok(LoadedPlugin {
+            name: name.to_string(),
+            digest,
+            shape,
+            pre,
+        })
     }
 }

@@ -19,8 +19,8 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::capabilities::HostState;
 
 pub use error::PluginError;
-pub use instance::PluginInstance;
 pub(crate) use instance::MemoryLimiter;
+pub use instance::PluginInstance;
 pub use loaded::{LoadedPlugin, PluginShape};
 pub use sink::SinkInstance;
 pub use source::SourceInstance;
@@ -47,7 +47,10 @@ impl EngineOptions {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("runner")))
             .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/runner")));
-        EngineOptions { cache_dir, guest_debug: false }
+        EngineOptions {
+            cache_dir,
+            guest_debug: false,
+        }
     }
 }
 
@@ -66,17 +69,22 @@ struct EngineInner {
 impl Engine {
     pub fn new(options: EngineOptions) -> anyhow::Result<Self> {
         let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true).epoch_interruption(true).guest_debug(options.guest_debug);
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .guest_debug(options.guest_debug);
         let engine = wasmtime::Engine::new(&config)?;
 
         let weak = engine.weak();
-        std::thread::Builder::new().name("runner-epoch".into()).spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("runner-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -86,8 +94,16 @@ impl Engine {
         services::storage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         services::files::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
-        let cache = options.cache_dir.map(|dir| cache::CompileCache::new(dir, &engine));
-        Ok(Engine { inner: Arc::new(EngineInner { engine, linker, cache }) })
+        let cache = options
+            .cache_dir
+            .map(|dir| cache::CompileCache::new(dir, &engine));
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                cache,
+            }),
+        })
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
@@ -103,21 +119,35 @@ impl Engine {
         let digest = crate::plugins::sha256(wasm);
         let component = match &self.inner.cache {
             Some(cache) => cache.load_or_compile(&digest, wasm),
-            None => wasmtime::component::Component::new(&self.inner.engine, wasm).map_err(Into::into),
+            None => {
+                wasmtime::component::Component::new(&self.inner.engine, wasm).map_err(Into::into)
+            }
         }
-        .map_err(|e| PluginError::Load { plugin: name.to_string(), reason: format!("{e:#}") })?;
+        .map_err(|e| PluginError::Load {
+            plugin: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
         LoadedPlugin::new(self, name, digest, component)
     }
 }
 
 impl Engine {
     /// Instantiates a plugin just to ask its name, version and description.
-    pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<bindings::PluginInfo, PluginError> {
+    pub async fn describe(
+        &self,
+        plugin: &LoadedPlugin,
+    ) -> Result<bindings::PluginInfo, PluginError> {
         use crate::config::StageKind;
         match plugin.shape.kind {
-            StageKind::Source => PluginInstance::<bindings::source::SourcePlugin>::describe(self, plugin).await,
-            StageKind::Transform => PluginInstance::<bindings::transform::TransformPlugin>::describe(self, plugin).await,
-            StageKind::Sink => PluginInstance::<bindings::sink::SinkPlugin>::describe(self, plugin).await,
+            StageKind::Source => {
+                PluginInstance::<bindings::source::SourcePlugin>::describe(self, plugin).await
+            }
+            StageKind::Transform => {
+                PluginInstance::<bindings::transform::TransformPlugin>::describe(self, plugin).await
+            }
+            StageKind::Sink => {
+                PluginInstance::<bindings::sink::SinkPlugin>::describe(self, plugin).await
+            }
         }
     }
 }

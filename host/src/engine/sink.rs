@@ -4,8 +4,8 @@ use wasmtime::component::ResourceAny;
 
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
-use crate::engine::bindings::sink::exports::runner::plugin::sink::{ListPage, ObjectStat};
 use crate::engine::bindings::sink::SinkPlugin;
+use crate::engine::bindings::sink::exports::runner::plugin::sink::{ListPage, ObjectStat};
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 pub struct SinkInstance {
@@ -26,7 +26,10 @@ impl SinkInstance {
         grants: StageGrants,
         limits: &Limits,
     ) -> Result<Self, PluginError> {
-        Ok(SinkInstance { inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits).await? })
+        Ok(SinkInstance {
+            inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits)
+                .await?,
+        })
     }
 
     pub fn label(&self) -> &str {
@@ -45,17 +48,30 @@ impl SinkInstance {
         let key = key.to_string();
         self.inner
             .call_result("put", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().call_put(store, &key, if_absent).await })
+                Box::pin(async move {
+                    b.runner_plugin_sink()
+                        .call_put(store, &key, if_absent)
+                        .await
+                })
             })
             .await
             .map(ObjectUpload)
     }
 
-    pub async fn write(&mut self, upload: &ObjectUpload, chunk: Vec<u8>) -> Result<(), PluginError> {
+    pub async fn write(
+        &mut self,
+        upload: &ObjectUpload,
+        chunk: Vec<u8>,
+    ) -> Result<(), PluginError> {
         let resource = upload.0;
         self.inner
             .call_result("object-writer.write", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().object_writer().call_write(store, resource, &chunk).await })
+                Box::pin(async move {
+                    b.runner_plugin_sink()
+                        .object_writer()
+                        .call_write(store, resource, &chunk)
+                        .await
+                })
             })
             .await
     }
@@ -65,7 +81,12 @@ impl SinkInstance {
         let stat = self
             .inner
             .call_result("object-writer.finish", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().object_writer().call_finish(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_sink()
+                        .object_writer()
+                        .call_finish(store, resource)
+                        .await
+                })
             })
             .await;
         self.drop_resource(resource).await?;
@@ -76,7 +97,12 @@ impl SinkInstance {
         let resource = upload.0;
         self.inner
             .call("object-writer.abort", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().object_writer().call_abort(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_sink()
+                        .object_writer()
+                        .call_abort(store, resource)
+                        .await
+                })
             })
             .await?;
         self.drop_resource(resource).await
@@ -85,27 +111,47 @@ impl SinkInstance {
     pub async fn stat(&mut self, key: &str) -> Result<Option<ObjectStat>, PluginError> {
         let key = key.to_string();
         self.inner
-            .call_result("stat", |store, b| Box::pin(async move { b.runner_plugin_sink().call_stat(store, &key).await }))
+            .call_result("stat", |store, b| {
+                Box::pin(async move { b.runner_plugin_sink().call_stat(store, &key).await })
+            })
             .await
     }
 
-    pub async fn get(&mut self, key: &str, offset: u64, length: Option<u64>) -> Result<ObjectDownload, PluginError> {
+    pub async fn get(
+        &mut self,
+        key: &str,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ObjectDownload, PluginError> {
         let key = key.to_string();
         self.inner
             .call_result("get", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().call_get(store, &key, offset, length).await })
+                Box::pin(async move {
+                    b.runner_plugin_sink()
+                        .call_get(store, &key, offset, length)
+                        .await
+                })
             })
             .await
             .map(ObjectDownload)
     }
 
     /// Up to `max` bytes of a download; none at its end.
-    pub async fn read(&mut self, download: &ObjectDownload, max: u32) -> Result<Option<Vec<u8>>, PluginError> {
+    pub async fn read(
+        &mut self,
+        download: &ObjectDownload,
+        max: u32,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         let resource = download.0;
         let chunk = self
             .inner
             .call_result("object-reader.read", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().object_reader().call_read(store, resource, max).await })
+                Box::pin(async move {
+                    b.runner_plugin_sink()
+                        .object_reader()
+                        .call_read(store, resource, max)
+                        .await
+                })
             })
             .await?;
         if let Some(chunk) = &chunk {
@@ -118,11 +164,19 @@ impl SinkInstance {
         self.drop_resource(download.0).await
     }
 
-    pub async fn list(&mut self, prefix: &str, page_token: Option<String>) -> Result<ListPage, PluginError> {
+    pub async fn list(
+        &mut self,
+        prefix: &str,
+        page_token: Option<String>,
+    ) -> Result<ListPage, PluginError> {
         let prefix = prefix.to_string();
         self.inner
             .call_result("list", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().call_list(store, &prefix, page_token.as_deref()).await })
+                Box::pin(async move {
+                    b.runner_plugin_sink()
+                        .call_list(store, &prefix, page_token.as_deref())
+                        .await
+                })
             })
             .await
     }
@@ -144,17 +198,25 @@ impl SinkInstance {
     pub async fn delete(&mut self, key: &str) -> Result<(), PluginError> {
         let key = key.to_string();
         self.inner
-            .call_result("delete", |store, b| Box::pin(async move { b.runner_plugin_sink().call_delete(store, &key).await }))
+            .call_result("delete", |store, b| {
+                Box::pin(async move { b.runner_plugin_sink().call_delete(store, &key).await })
+            })
             .await
     }
 
     pub async fn check(&mut self) -> Result<(), PluginError> {
         self.inner
-            .call_result("check", |store, b| Box::pin(async move { b.runner_plugin_sink().call_check(store).await }))
+            .call_result("check", |store, b| {
+                Box::pin(async move { b.runner_plugin_sink().call_check(store).await })
+            })
             .await
     }
 
     async fn drop_resource(&mut self, resource: ResourceAny) -> Result<(), PluginError> {
-        self.inner.call("drop", |store, _| Box::pin(async move { resource.resource_drop_async(store).await })).await
+        self.inner
+            .call("drop", |store, _| {
+                Box::pin(async move { resource.resource_drop_async(store).await })
+            })
+            .await
     }
 }

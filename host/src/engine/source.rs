@@ -5,8 +5,10 @@ use wasmtime::component::ResourceAny;
 
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
-use crate::engine::bindings::source::exports::runner::plugin::source::{Artifact, RestoreOptions, RestoreReport};
 use crate::engine::bindings::source::SourcePlugin;
+use crate::engine::bindings::source::exports::runner::plugin::source::{
+    Artifact, RestoreOptions, RestoreReport,
+};
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 pub type Metadata = Vec<(String, String)>;
@@ -30,56 +32,100 @@ impl SourceInstance {
         grants: StageGrants,
         limits: &Limits,
     ) -> Result<Self, PluginError> {
-        Ok(SourceInstance { inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits).await? })
+        Ok(SourceInstance {
+            inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits)
+                .await?,
+        })
     }
 
     pub fn label(&self) -> &str {
         self.inner.label()
     }
 
-    pub async fn begin_backup(&mut self, share_token: Option<String>) -> Result<BackupSession, PluginError> {
+    pub async fn begin_backup(
+        &mut self,
+        share_token: Option<String>,
+    ) -> Result<BackupSession, PluginError> {
         self.inner
             .call_result("begin-backup", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().call_begin_backup(store, share_token.as_deref()).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .call_begin_backup(store, share_token.as_deref())
+                        .await
+                })
             })
             .await
             .map(BackupSession)
     }
 
-    pub async fn share_token(&mut self, session: &BackupSession) -> Result<Option<String>, PluginError> {
+    pub async fn share_token(
+        &mut self,
+        session: &BackupSession,
+    ) -> Result<Option<String>, PluginError> {
         let resource = session.0;
         self.inner
             .call("backup-session.share-token", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().backup_session().call_share_token(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .backup_session()
+                        .call_share_token(store, resource)
+                        .await
+                })
             })
             .await
     }
 
-    pub async fn artifacts(&mut self, session: &BackupSession) -> Result<Vec<Artifact>, PluginError> {
+    pub async fn artifacts(
+        &mut self,
+        session: &BackupSession,
+    ) -> Result<Vec<Artifact>, PluginError> {
         let resource = session.0;
         self.inner
             .call_result("backup-session.artifacts", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().backup_session().call_artifacts(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .backup_session()
+                        .call_artifacts(store, resource)
+                        .await
+                })
             })
             .await
     }
 
-    pub async fn open(&mut self, session: &BackupSession, name: &str) -> Result<ArtifactReader, PluginError> {
+    pub async fn open(
+        &mut self,
+        session: &BackupSession,
+        name: &str,
+    ) -> Result<ArtifactReader, PluginError> {
         let (resource, name) = (session.0, name.to_string());
         self.inner
             .call_result("backup-session.open", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().backup_session().call_open(store, resource, &name).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .backup_session()
+                        .call_open(store, resource, &name)
+                        .await
+                })
             })
             .await
             .map(ArtifactReader)
     }
 
-    pub async fn read(&mut self, reader: &ArtifactReader, max: u32) -> Result<Option<Vec<u8>>, PluginError> {
+    pub async fn read(
+        &mut self,
+        reader: &ArtifactReader,
+        max: u32,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         let resource = reader.0;
         let chunk = self
             .inner
             .call_result("artifact-reader.read", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().artifact_reader().call_read(store, resource, max).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .artifact_reader()
+                        .call_read(store, resource, max)
+                        .await
+                })
             })
             .await?;
         if let Some(chunk) = &chunk {
@@ -94,7 +140,12 @@ impl SourceInstance {
         let metadata = self
             .inner
             .call_result("artifact-reader.finish", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().artifact_reader().call_finish(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .artifact_reader()
+                        .call_finish(store, resource)
+                        .await
+                })
             })
             .await;
         self.release(resource).await?;
@@ -106,40 +157,68 @@ impl SourceInstance {
         let closed = self
             .inner
             .call_result("backup-session.close", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().backup_session().call_close(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .backup_session()
+                        .call_close(store, resource)
+                        .await
+                })
             })
             .await;
         self.release(resource).await?;
         closed
     }
 
-    pub async fn begin_restore(&mut self, options: &RestoreOptions) -> Result<RestoreSession, PluginError> {
+    pub async fn begin_restore(
+        &mut self,
+        options: &RestoreOptions,
+    ) -> Result<RestoreSession, PluginError> {
         let options = options.clone();
         self.inner
             .call_result("begin-restore", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().call_begin_restore(store, &options).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .call_begin_restore(store, &options)
+                        .await
+                })
             })
             .await
             .map(RestoreSession)
     }
 
-    pub async fn write_artifact(&mut self, session: &RestoreSession, artifact: &Artifact) -> Result<ArtifactWriter, PluginError> {
+    pub async fn write_artifact(
+        &mut self,
+        session: &RestoreSession,
+        artifact: &Artifact,
+    ) -> Result<ArtifactWriter, PluginError> {
         let (resource, artifact) = (session.0, artifact.clone());
         self.inner
             .call_result("restore-session.write-artifact", |store, b| {
                 Box::pin(async move {
-                    b.runner_plugin_source().restore_session().call_write_artifact(store, resource, &artifact).await
+                    b.runner_plugin_source()
+                        .restore_session()
+                        .call_write_artifact(store, resource, &artifact)
+                        .await
                 })
             })
             .await
             .map(ArtifactWriter)
     }
 
-    pub async fn write(&mut self, writer: &ArtifactWriter, chunk: Vec<u8>) -> Result<(), PluginError> {
+    pub async fn write(
+        &mut self,
+        writer: &ArtifactWriter,
+        chunk: Vec<u8>,
+    ) -> Result<(), PluginError> {
         let resource = writer.0;
         self.inner
             .call_result("artifact-writer.write", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().artifact_writer().call_write(store, resource, &chunk).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .artifact_writer()
+                        .call_write(store, resource, &chunk)
+                        .await
+                })
             })
             .await
     }
@@ -149,19 +228,32 @@ impl SourceInstance {
         let finished = self
             .inner
             .call_result("artifact-writer.finish", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().artifact_writer().call_finish(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .artifact_writer()
+                        .call_finish(store, resource)
+                        .await
+                })
             })
             .await;
         self.release(resource).await?;
         finished
     }
 
-    pub async fn commit(&mut self, session: RestoreSession) -> Result<Vec<RestoreReport>, PluginError> {
+    pub async fn commit(
+        &mut self,
+        session: RestoreSession,
+    ) -> Result<Vec<RestoreReport>, PluginError> {
         let resource = session.0;
         let reports = self
             .inner
             .call_result("restore-session.commit", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().restore_session().call_commit(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .restore_session()
+                        .call_commit(store, resource)
+                        .await
+                })
             })
             .await;
         self.release(resource).await?;
@@ -172,13 +264,22 @@ impl SourceInstance {
         let resource = session.0;
         self.inner
             .call("restore-session.abort", |store, b| {
-                Box::pin(async move { b.runner_plugin_source().restore_session().call_abort(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_source()
+                        .restore_session()
+                        .call_abort(store, resource)
+                        .await
+                })
             })
             .await?;
         self.release(resource).await
     }
 
     async fn release(&mut self, resource: ResourceAny) -> Result<(), PluginError> {
-        self.inner.call("drop", |store, _| Box::pin(async move { resource.resource_drop_async(store).await })).await
+        self.inner
+            .call("drop", |store, _| {
+                Box::pin(async move { resource.resource_drop_async(store).await })
+            })
+            .await
     }
 }

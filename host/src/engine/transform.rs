@@ -35,7 +35,10 @@ impl TransformInstance {
         grants: StageGrants,
         limits: &Limits,
     ) -> Result<Self, PluginError> {
-        Ok(TransformInstance { inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits).await? })
+        Ok(TransformInstance {
+            inner: PluginInstance::configured(engine, plugin, label, config_json, grants, limits)
+                .await?,
+        })
     }
 
     pub fn label(&self) -> &str {
@@ -47,21 +50,39 @@ impl TransformInstance {
         let resource = self
             .inner
             .call_result("new-encoder", |store, b| {
-                Box::pin(async move { b.runner_plugin_transform().call_new_encoder(store, &object).await })
+                Box::pin(async move {
+                    b.runner_plugin_transform()
+                        .call_new_encoder(store, &object)
+                        .await
+                })
             })
             .await?;
-        Ok(Codec { resource, decoder: false })
+        Ok(Codec {
+            resource,
+            decoder: false,
+        })
     }
 
-    pub async fn decoder(&mut self, object: &ObjectInfo, params: &Params) -> Result<Codec, PluginError> {
+    pub async fn decoder(
+        &mut self,
+        object: &ObjectInfo,
+        params: &Params,
+    ) -> Result<Codec, PluginError> {
         let (object, params) = (object.clone(), params.clone());
         let resource = self
             .inner
             .call_result("new-decoder", |store, b| {
-                Box::pin(async move { b.runner_plugin_transform().call_new_decoder(store, &object, &params).await })
+                Box::pin(async move {
+                    b.runner_plugin_transform()
+                        .call_new_decoder(store, &object, &params)
+                        .await
+                })
             })
             .await?;
-        Ok(Codec { resource, decoder: true })
+        Ok(Codec {
+            resource,
+            decoder: true,
+        })
     }
 
     pub async fn push(&mut self, codec: &Codec, input: Vec<u8>) -> Result<(), PluginError> {
@@ -106,7 +127,12 @@ impl TransformInstance {
         let resource = codec.resource;
         self.inner
             .call_result("finish", |store, b| {
-                Box::pin(async move { b.runner_plugin_transform().encoder().call_finish(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_transform()
+                        .encoder()
+                        .call_finish(store, resource)
+                        .await
+                })
             })
             .await
     }
@@ -116,7 +142,12 @@ impl TransformInstance {
         let resource = codec.resource;
         self.inner
             .call_result("finish", |store, b| {
-                Box::pin(async move { b.runner_plugin_transform().decoder().call_finish(store, resource).await })
+                Box::pin(async move {
+                    b.runner_plugin_transform()
+                        .decoder()
+                        .call_finish(store, resource)
+                        .await
+                })
             })
             .await
     }
@@ -124,18 +155,29 @@ impl TransformInstance {
     /// Releases a codec's resource in the guest.
     pub async fn close(&mut self, codec: Codec) -> Result<(), PluginError> {
         self.inner
-            .call("drop", |store, _| Box::pin(async move { codec.resource.resource_drop_async(store).await }))
+            .call("drop", |store, _| {
+                Box::pin(async move { codec.resource.resource_drop_async(store).await })
+            })
             .await
     }
 
     /// Pushes one input chunk and appends everything the codec has ready to `output`.
-    pub async fn feed(&mut self, codec: &Codec, input: Vec<u8>, output: &mut impl FnMut(Vec<u8>)) -> Result<(), PluginError> {
+    pub async fn feed(
+        &mut self,
+        codec: &Codec,
+        input: Vec<u8>,
+        output: &mut impl FnMut(Vec<u8>),
+    ) -> Result<(), PluginError> {
         self.push(codec, input).await?;
         self.drain(codec, output).await
     }
 
     /// Pulls until the codec has nothing more ready.
-    pub async fn drain(&mut self, codec: &Codec, output: &mut impl FnMut(Vec<u8>)) -> Result<(), PluginError> {
+    pub async fn drain(
+        &mut self,
+        codec: &Codec,
+        output: &mut impl FnMut(Vec<u8>),
+    ) -> Result<(), PluginError> {
         while let Some(chunk) = self.pull(codec, PULL_MAX).await? {
             output(chunk);
         }

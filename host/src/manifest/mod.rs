@@ -79,7 +79,9 @@ pub struct StageOutput {
 
 impl ObjectRecord {
     pub fn stored(&self) -> &StageOutput {
-        self.stages.last().expect("an object has at least its source slice")
+        self.stages
+            .last()
+            .expect("an object has at least its source slice")
     }
 }
 
@@ -89,7 +91,11 @@ impl Manifest {
     }
 
     pub fn bytes_stored(&self) -> u64 {
-        self.artifacts.iter().flat_map(|a| &a.objects).map(|o| o.stored().bytes).sum()
+        self.artifacts
+            .iter()
+            .flat_map(|a| &a.objects)
+            .map(|o| o.stored().bytes)
+            .sum()
     }
 
     pub fn object_count(&self) -> usize {
@@ -141,7 +147,12 @@ impl Manifest {
     }
 
     /// Inverse of [`encode`](Self::encode), checking the binding to `repository` and `snapshot`.
-    pub fn decode(bytes: &[u8], key: Option<&DataKey>, repository: &str, snapshot: &str) -> Result<Self, String> {
+    pub fn decode(
+        bytes: &[u8],
+        key: Option<&DataKey>,
+        repository: &str,
+        snapshot: &str,
+    ) -> Result<Self, String> {
         let json = match (bytes.strip_prefix(SEALED_MAGIC), key) {
             (Some(sealed), Some(key)) => key.open(&binding(repository, snapshot), sealed).ok_or_else(|| {
                 "it does not authenticate with this repository's manifest key (edited, damaged, or from another repository)".to_string()
@@ -150,9 +161,13 @@ impl Manifest {
             (None, Some(_)) => return Err("it is not encrypted, but this repository's manifests must be".into()),
             (None, None) => bytes.to_vec(),
         };
-        let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| format!("it is not a valid manifest: {e}"))?;
+        let manifest: Manifest = serde_json::from_slice(&json)
+            .map_err(|e| format!("it is not a valid manifest: {e}"))?;
         if manifest.format != MANIFEST_FORMAT {
-            return Err(format!("manifest format {} is not supported (this runner reads {MANIFEST_FORMAT})", manifest.format));
+            return Err(format!(
+                "manifest format {} is not supported (this runner reads {MANIFEST_FORMAT})",
+                manifest.format
+            ));
         }
         if manifest.repository != repository || manifest.snapshot != snapshot {
             return Err(format!(

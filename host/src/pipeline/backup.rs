@@ -38,7 +38,12 @@ pub async fn run(ctx: &Context, tags: Vec<String>) -> Result<BackupSummary, RunE
     let mut stage_infos = Vec::new();
     for (stage, plugin) in &loaded {
         let info = ctx.engine.describe(plugin).await?;
-        repository.store_component(&hex::encode(plugin.digest), component_bytes(stage, plugin)?.as_slice()).await?;
+        repository
+            .store_component(
+                &hex::encode(plugin.digest),
+                component_bytes(stage, plugin)?.as_slice(),
+            )
+            .await?;
         stage_infos.push(StageInfo {
             kind: stage.kind.to_string(),
             plugin: info.name,
@@ -50,15 +55,33 @@ pub async fn run(ctx: &Context, tags: Vec<String>) -> Result<BackupSummary, RunE
 
     let keys = repository.keys();
     let grants = |stage: &StageConfig| -> Result<StageGrants, RunError> {
-        Ok(stages::implied_grants(stage, pipeline, Purpose::Backup, keys)?)
+        Ok(stages::implied_grants(
+            stage,
+            pipeline,
+            Purpose::Backup,
+            keys,
+        )?)
     };
     let mut transforms = Vec::new();
     for (stage, plugin) in &loaded[1..loaded.len() - 1] {
-        transforms.push(stages::spec(stage, plugin.clone(), grants(stage)?, &ctx.secrets)?);
+        transforms.push(stages::spec(
+            stage,
+            plugin.clone(),
+            grants(stage)?,
+            &ctx.secrets,
+        )?);
     }
-    let spec = ChainSpec { transforms, sink: ctx.sink_spec()? };
+    let spec = ChainSpec {
+        transforms,
+        sink: ctx.sink_spec()?,
+    };
     let (source_stage, source_plugin) = &loaded[0];
-    let source_spec = stages::spec(source_stage, source_plugin.clone(), grants(source_stage)?, &ctx.secrets)?;
+    let source_spec = stages::spec(
+        source_stage,
+        source_plugin.clone(),
+        grants(source_stage)?,
+        &ctx.secrets,
+    )?;
 
     let mut source = SourceInstance::start(
         &ctx.engine,
@@ -89,7 +112,10 @@ pub async fn run(ctx: &Context, tags: Vec<String>) -> Result<BackupSummary, RunE
         artifacts,
     };
     repository.write_manifest(&manifest).await?;
-    Ok(BackupSummary { manifest, seconds: started.elapsed().as_secs_f64() })
+    Ok(BackupSummary {
+        manifest,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// The component bytes behind a loaded stage (built-in or file).
@@ -99,9 +125,13 @@ fn component_bytes(stage: &StageConfig, plugin: &LoadedPlugin) -> Result<Vec<u8>
             .map(|b| b.wasm.to_vec())
             .ok_or_else(|| RunError::Failed(format!("built-in {name} vanished")))?),
         crate::config::PluginRef::Path { path, .. } => {
-            let wasm = std::fs::read(path).map_err(|e| RunError::Failed(format!("cannot read {}: {e}", path.display())))?;
+            let wasm = std::fs::read(path)
+                .map_err(|e| RunError::Failed(format!("cannot read {}: {e}", path.display())))?;
             if crate::plugins::sha256(&wasm) != plugin.digest {
-                return Err(RunError::Failed(format!("{} changed while the run started", path.display())));
+                return Err(RunError::Failed(format!(
+                    "{} changed while the run started",
+                    path.display()
+                )));
             }
             Ok(wasm)
         }
@@ -131,7 +161,13 @@ async fn read_artifacts(
                     let key = repository.object_key(snapshot, &artifact.name, pending.len());
                     let (chunks, receiver) = mpsc::channel(4);
                     let (done, result) = oneshot::channel();
-                    pool.submit(Job::Encode { artifact: artifact.name.clone(), key, chunks: receiver, done }).await;
+                    pool.submit(Job::Encode {
+                        artifact: artifact.name.clone(),
+                        key,
+                        chunks: receiver,
+                        done,
+                    })
+                    .await;
                     pending.push(result);
                     current = Some((chunks, 0));
                 }
@@ -160,7 +196,13 @@ async fn read_artifacts(
             let (_, receiver) = mpsc::channel(1);
             let (done, result) = oneshot::channel();
             let key = repository.object_key(snapshot, &artifact.name, 0);
-            pool.submit(Job::Encode { artifact: artifact.name.clone(), key, chunks: receiver, done }).await;
+            pool.submit(Job::Encode {
+                artifact: artifact.name.clone(),
+                key,
+                chunks: receiver,
+                done,
+            })
+            .await;
             pending.push(result);
         }
         drop(current);
@@ -169,7 +211,10 @@ async fn read_artifacts(
             let record = result
                 .await
                 .map_err(|_| RunError::Failed("a worker stopped unexpectedly".into()))?
-                .map_err(|source| RunError::Chain { snapshot: snapshot.into(), source })?;
+                .map_err(|source| RunError::Chain {
+                    snapshot: snapshot.into(),
+                    source,
+                })?;
             objects.push(record);
         }
         let learned = source.finish_read(reader).await?;
@@ -190,5 +235,8 @@ async fn read_artifacts(
 }
 
 fn hostname() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }

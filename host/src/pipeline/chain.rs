@@ -30,8 +30,14 @@ pub struct ChainSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     #[error("artifact {artifact}, object {object}: {source}")]
-    Plugin { artifact: String, object: String, source: PluginError },
-    #[error("artifact {artifact}, object {object}: stage {stage} ({label}) mismatch: expected {expected_bytes} bytes with blake3 {expected}, got {actual_bytes} bytes with blake3 {actual}")]
+    Plugin {
+        artifact: String,
+        object: String,
+        source: PluginError,
+    },
+    #[error(
+        "artifact {artifact}, object {object}: stage {stage} ({label}) mismatch: expected {expected_bytes} bytes with blake3 {expected}, got {actual_bytes} bytes with blake3 {actual}"
+    )]
     Mismatch {
         artifact: String,
         object: String,
@@ -42,8 +48,25 @@ pub enum ChainError {
         actual: String,
         actual_bytes: u64,
     },
-    #[error("artifact {artifact}, object {object}: the sink reports {reported} bytes stored, but {written} were written")]
-    ShortWrite { artifact: String, object: String, reported: u64, written: u64 },
+    #[error(
+        "artifact {artifact}, object {object}: the sink reports {reported} bytes stored, but {written} were written"
+    )]
+    ShortWrite {
+        artifact: String,
+        object: String,
+        reported: u64,
+        written: u64,
+    },
+    #[error(
+        "artifact {artifact}, object {object}: stage {stage} ({label}) rejected the data: {reason}"
+    )]
+    Rejected {
+        artifact: String,
+        object: String,
+        stage: usize,
+        label: String,
+        reason: String,
+    },
     #[error("artifact {artifact}, object {object}: the stored object is missing")]
     Missing { artifact: String, object: String },
     #[error("the restore target stopped accepting data")]
@@ -65,7 +88,10 @@ struct Tally {
 
 impl Tally {
     fn new() -> Self {
-        Tally { bytes: 0, hasher: blake3::Hasher::new() }
+        Tally {
+            bytes: 0,
+            hasher: blake3::Hasher::new(),
+        }
     }
 
     fn add(&mut self, data: &[u8]) {
@@ -84,162 +110,242 @@ impl Worker {
         let mut labels = vec!["source".to_string()];
         for stage in &spec.transforms {
             transforms.push(
-                TransformInstance::start(engine, &stage.plugin, &stage.label, &stage.config_json, stage.grants.clone(), &stage.limits)
-                    .await?,
+                TransformInstance::start(
+                    engine,
+                    &stage.plugin,
+                    &stage.label,
+                    &stage.config_json,
+                    stage.grants.clone(),
+                    &stage.limits,
+                )
+                .await?,
             );
             labels.push(stage.label.clone());
         }
         let s = &spec.sink;
-        let sink = SinkInstance::start(engine, &s.plugin, &s.label, &s.config_json, s.grants.clone(), &s.limits).await?;
-        Ok(Worker { transforms, sink, labels })
+        let sink = SinkInstance::start(
+            engine,
+            &s.plugin,
+            &s.label,
+            &s.config_json,
+            s.grants.clone(),
+            &s.limits,
+        )
+        .await?;
+        Ok(Worker {
+            transforms,
+            sink,
+            labels,
+        })
     }
 
     /// Encodes the chunks of one object into the sink under `key`.
-    pub async fn encode(&mut self, artifact: &str, key: &str, chunks: &mut mpsc::Receiver<Vec<u8>>) -> Result<ObjectRecord, ChainError> {
-        let at = |source| ChainError::Plugin { artifact: artifact.into(), object: key.into(), source };
-        let object = ObjectInfo { id: key.to_string(), size_hint: None };
+    pub async fn encode(
+        &mut self,
+        artifact: &str,
+        key: &str,
+        chunks: &mut mpsc::Receiver<Vec<u8>>,
+    ) -> Result<ObjectRecord, ChainError> {
+        let at = |source| ChainError::Plugin {
+            artifact: artifact.into(),
+            object: key.into(),
+            source,
+        };
+        let object = ObjectInfo {
+            id: key.to_string(),
+            size_hint: None,
+        };
+        let n = self.transforms.len();
         let mut codecs = Vec::new();
         for t in &mut self.transforms {
             codecs.push(t.encoder(&object).await.map_err(at)?);
         }
-        let mut tallies: Vec<Tally> = (0..=self.transforms.len()).map(|_| Tally::new()).collect();
+        // Stage i's encoder writes stage i+1's output; tallies[0] is the source slice.
+        let order: Vec<usize> = (0..n).collect();
+        let outputs: Vec<usize> = (1..=n).collect();
+        let mut tallies: Vec<Tally> = (0..=n).map(|_| Tally::new()).collect();
         let upload = self.sink.put(key, true).await.map_err(at)?;
+        let Worker {
+            transforms, sink, ..
+        } = self;
+        let mut params = Vec::new();
         let result = async {
+            let mut store = Output::Sink {
+                sink: &mut *sink,
+                upload: &upload,
+            };
+            let mut flow = Flow {
+                transforms: &mut *transforms,
+                codecs: &codecs,
+                order: &order,
+                outputs: &outputs,
+                tallies: &mut tallies,
+            };
             while let Some(chunk) = chunks.recv().await {
-                tallies[0].add(&chunk);
-                let mut pending = vec![chunk];
-                for (i, (t, codec)) in self.transforms.iter_mut().zip(&codecs).enumerate() {
-                    let mut next = Vec::new();
-                    for piece in pending {
-                        t.feed(codec, piece, &mut |out| next.push(out)).await?;
-                    }
-                    next.iter().for_each(|out| tallies[i + 1].add(out));
-                    pending = next;
-                }
-                for piece in pending {
-                    self.sink.write(&upload, piece).await?;
-                }
+                flow.tallies[0].add(&chunk);
+                flow.push_through(0, chunk, &mut store)
+                    .await
+                    .map_err(|(_, e)| e.map(at).unwrap_or(ChainError::Receiver))?;
             }
-            // End of input: each stage's remaining output flows into the next before it finishes.
-            let mut params = Vec::new();
-            let mut pending: Vec<Vec<u8>> = Vec::new();
-            for (i, (t, codec)) in self.transforms.iter_mut().zip(&codecs).enumerate() {
-                let mut next = Vec::new();
-                for piece in pending {
-                    t.feed(codec, piece, &mut |out| next.push(out)).await?;
-                }
-                params.push(t.finish_encoder(codec).await?);
-                t.drain(codec, &mut |out| next.push(out)).await?;
-                next.iter().for_each(|out| tallies[i + 1].add(out));
-                pending = next;
+            // End of input: finish each stage in order; its rest flows into the stages after it.
+            for k in 0..n {
+                params.push(
+                    flow.transforms[k]
+                        .finish_encoder(&codecs[k])
+                        .await
+                        .map_err(at)?,
+                );
+                flow.drain_from(k, &mut store)
+                    .await
+                    .map_err(|(_, e)| e.map(at).unwrap_or(ChainError::Receiver))?;
             }
-            for piece in pending {
-                self.sink.write(&upload, piece).await?;
-            }
-            Ok::<_, PluginError>(params)
+            Ok::<_, ChainError>(())
         }
         .await;
-        let params = match result {
-            Ok(params) => params,
-            Err(e) => {
-                let _ = self.sink.abort(upload).await;
-                return Err(at(e));
-            }
-        };
+        if let Err(e) = result {
+            let _ = self.sink.abort(upload).await;
+            return Err(e);
+        }
         let stat = self.sink.finish(upload).await.map_err(at)?;
         crate::pipeline::failpoint::hit("after-upload");
-        let written = tallies.last().map(|t| t.bytes).unwrap_or(0);
+        let written = tallies[n].bytes;
         if stat.size != written {
-            return Err(ChainError::ShortWrite { artifact: artifact.into(), object: key.into(), reported: stat.size, written });
+            return Err(ChainError::ShortWrite {
+                artifact: artifact.into(),
+                object: key.into(),
+                reported: stat.size,
+                written,
+            });
         }
         for (t, codec) in self.transforms.iter_mut().zip(codecs) {
             t.close(codec).await.map_err(at)?;
         }
-        let mut stages = Vec::new();
-        for (i, tally) in tallies.iter().enumerate() {
-            stages.push(StageOutput {
-                bytes: tally.bytes,
-                blake3: tally.digest(),
+        let stages = (0..=n)
+            .map(|i| StageOutput {
+                bytes: tallies[i].bytes,
+                blake3: tallies[i].digest(),
                 input_blake3: (i > 0).then(|| tallies[i - 1].digest()),
-                params: if i > 0 { params[i - 1].clone() } else { Vec::new() },
-            });
-        }
-        Ok(ObjectRecord { key: key.to_string(), stages })
+                params: if i > 0 {
+                    params[i - 1].clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        Ok(ObjectRecord {
+            key: key.to_string(),
+            stages,
+        })
     }
 
     /// Reads one object back through the decoders, sending its source bytes to `out`, and
     /// checks the digest of every stage boundary against `record`.
-    pub async fn decode(&mut self, artifact: &str, record: &ObjectRecord, out: &mpsc::Sender<Vec<u8>>) -> Result<(), ChainError> {
+    pub async fn decode(
+        &mut self,
+        artifact: &str,
+        record: &ObjectRecord,
+        out: &mpsc::Sender<Vec<u8>>,
+    ) -> Result<(), ChainError> {
         let key = record.key.as_str();
-        let at = |source| ChainError::Plugin { artifact: artifact.into(), object: key.into(), source };
+        let at = |source| ChainError::Plugin {
+            artifact: artifact.into(),
+            object: key.into(),
+            source,
+        };
         let n = self.transforms.len();
         if self.sink.stat(key).await.map_err(at)?.is_none() {
-            return Err(ChainError::Missing { artifact: artifact.into(), object: key.into() });
+            return Err(ChainError::Missing {
+                artifact: artifact.into(),
+                object: key.into(),
+            });
         }
-        let object = ObjectInfo { id: key.to_string(), size_hint: None };
+        let object = ObjectInfo {
+            id: key.to_string(),
+            size_hint: None,
+        };
         let mut codecs = Vec::new();
         for (i, t) in self.transforms.iter_mut().enumerate() {
-            codecs.push(t.decoder(&object, &record.stages[i + 1].params).await.map_err(at)?);
+            codecs.push(
+                t.decoder(&object, &record.stages[i + 1].params)
+                    .await
+                    .map_err(at)?,
+            );
         }
+        // Decoders run last to first; the decoder of stage i restores stage i-1's output.
+        let order: Vec<usize> = (0..n).rev().collect();
+        let outputs: Vec<usize> = (0..n).rev().collect();
         let mut tallies: Vec<Tally> = (0..=n).map(|_| Tally::new()).collect();
         let download = self.sink.get(key, 0, None).await.map_err(at)?;
-
-        // Stage i's decoder turns stage i's output back into stage i-1's.
-        let step = async |this: &mut Self, input: Option<Vec<u8>>, tallies: &mut Vec<Tally>| -> Result<(), ChainError> {
-            let Worker { transforms, labels, .. } = this;
-            let failed = |stage: usize, source| stage_error(labels, artifact, key, stage, source);
-            let mut pending = match input {
-                Some(data) => {
-                    tallies[n].add(&data);
-                    vec![data]
+        let Worker {
+            transforms,
+            sink,
+            labels,
+        } = self;
+        let mut deliver = Output::Channel(out);
+        let mut flow = Flow {
+            transforms: &mut *transforms,
+            codecs: &codecs,
+            order: &order,
+            outputs: &outputs,
+            tallies: &mut tallies,
+        };
+        let decoded: Result<(), ChainError> = async {
+            loop {
+                let Some(chunk) = sink.read(&download, PULL_MAX).await.map_err(at)? else {
+                    break;
+                };
+                flow.tallies[n].add(&chunk);
+                if n == 0 {
+                    deliver
+                        .emit(chunk)
+                        .await
+                        .map_err(|_| ChainError::Receiver)?;
+                    continue;
                 }
-                None => Vec::new(),
-            };
-            let finishing = pending.is_empty();
-            for i in (0..n).rev() {
-                let (t, codec) = (&mut transforms[i], &codecs[i]);
-                let mut next = Vec::new();
-                for piece in pending {
-                    t.feed(codec, piece, &mut |o| next.push(o)).await.map_err(|e| failed(i + 1, e))?;
-                }
-                if finishing {
-                    t.finish_decoder(codec).await.map_err(|e| failed(i + 1, e))?;
-                    t.drain(codec, &mut |o| next.push(o)).await.map_err(|e| failed(i + 1, e))?;
-                }
-                next.iter().for_each(|o| tallies[i].add(o));
-                pending = next;
+                flow.push_through(0, chunk, &mut deliver)
+                    .await
+                    .map_err(|e| rejected(labels, artifact, key, e))?;
             }
-            for piece in pending {
-                out.send(piece).await.map_err(|_| ChainError::Receiver)?;
+            for k in 0..n {
+                let i = order[k];
+                flow.transforms[i]
+                    .finish_decoder(&codecs[i])
+                    .await
+                    .map_err(|e| rejected(labels, artifact, key, (Some(i), Some(e))))?;
+                flow.drain_from(k, &mut deliver)
+                    .await
+                    .map_err(|e| rejected(labels, artifact, key, e))?;
             }
             Ok(())
-        };
-        loop {
-            let chunk = self.sink.read(&download, PULL_MAX).await.map_err(at)?;
-            let done = chunk.is_none();
-            step(self, chunk, &mut tallies).await?;
-            if done {
-                break;
+        }
+        .await;
+        if let Err(error) = decoded {
+            // A damaged object is reported as such, not as the fault of the decoder that noticed.
+            while let Ok(Some(chunk)) = sink.read(&download, PULL_MAX).await {
+                tallies[n].add(&chunk);
             }
+            let stored = &record.stages[n];
+            if tallies[n].bytes != stored.bytes || tallies[n].digest() != stored.blake3 {
+                return Err(mismatch(labels, artifact, key, n, n, stored, &tallies[n]));
+            }
+            return Err(error);
         }
         self.sink.close_download(download).await.map_err(at)?;
         for (t, codec) in self.transforms.iter_mut().zip(codecs) {
             t.close(codec).await.map_err(at)?;
         }
-        // The stored bytes first: a damaged object is reported as such, not as a decoder's fault.
         for i in (0..=n).rev() {
             let expected = &record.stages[i];
             if tallies[i].bytes != expected.bytes || tallies[i].digest() != expected.blake3 {
-                return Err(ChainError::Mismatch {
-                    artifact: artifact.into(),
-                    object: key.into(),
-                    stage: i,
-                    label: if i == n { format!("stored object, {}", self.labels[i]) } else { self.labels[i].clone() },
-                    expected: expected.blake3.clone(),
-                    expected_bytes: expected.bytes,
-                    actual: tallies[i].digest(),
-                    actual_bytes: tallies[i].bytes,
-                });
+                return Err(mismatch(
+                    &self.labels,
+                    artifact,
+                    key,
+                    i,
+                    n,
+                    expected,
+                    &tallies[i],
+                ));
             }
         }
         Ok(())
@@ -250,11 +356,134 @@ impl Worker {
     }
 }
 
-/// A decoder refused its input: name the stage that did.
-fn stage_error(labels: &[String], artifact: &str, key: &str, stage: usize, source: PluginError) -> ChainError {
-    ChainError::Plugin {
+/// A stage's output differs from what the manifest recorded.
+fn mismatch(
+    labels: &[String],
+    artifact: &str,
+    key: &str,
+    stage: usize,
+    stored: usize,
+    expected: &StageOutput,
+    actual: &Tally,
+) -> ChainError {
+    ChainError::Mismatch {
         artifact: artifact.into(),
-        object: format!("{key}: stage {stage} ({}) rejected the data", labels[stage]),
-        source,
+        object: key.into(),
+        stage,
+        label: if stage == stored {
+            format!("stored object, {}", labels[stage])
+        } else {
+            labels[stage].clone()
+        },
+        expected: expected.blake3.clone(),
+        expected_bytes: expected.bytes,
+        actual: actual.digest(),
+        actual_bytes: actual.bytes,
+    }
+}
+
+/// A decoder refused its input (or the restore target stopped reading): name the stage.
+fn rejected(
+    labels: &[String],
+    artifact: &str,
+    key: &str,
+    (stage, error): (Option<usize>, Option<PluginError>),
+) -> ChainError {
+    match (stage, error) {
+        (Some(i), Some(PluginError::Plugin { call, error, .. })) => ChainError::Rejected {
+            artifact: artifact.into(),
+            object: key.into(),
+            stage: i + 1,
+            label: labels[i + 1].clone(),
+            reason: format!("{call}: {}", crate::engine::bindings::describe(&error)),
+        },
+        (_, Some(source)) => ChainError::Plugin {
+            artifact: artifact.into(),
+            object: key.into(),
+            source,
+        },
+        (_, None) => ChainError::Receiver,
+    }
+}
+
+/// Streams pieces through stages depth-first, so the host holds at most one piece per
+/// stage whatever a stage's expansion (a decompressor can turn 1 MiB into 100).
+struct Flow<'a> {
+    transforms: &'a mut [TransformInstance],
+    codecs: &'a [crate::engine::transform::Codec],
+    /// Stage indices in processing order.
+    order: &'a [usize],
+    /// For each position in `order`, the tally its output counts into.
+    outputs: &'a [usize],
+    tallies: &'a mut [Tally],
+}
+
+/// Where the last stage's output goes.
+enum Output<'a> {
+    Sink {
+        sink: &'a mut SinkInstance,
+        upload: &'a crate::engine::sink::ObjectUpload,
+    },
+    Channel(&'a mpsc::Sender<Vec<u8>>),
+}
+
+impl Output<'_> {
+    /// `Err(None)`: the receiving side went away.
+    async fn emit(&mut self, piece: Vec<u8>) -> Result<(), Option<PluginError>> {
+        match self {
+            Output::Sink { sink, upload } => sink.write(upload, piece).await.map_err(Some),
+            Output::Channel(sender) => sender.send(piece).await.map_err(|_| None),
+        }
+    }
+}
+
+/// Which stage failed (index into transforms) and why; `None` error: the receiver left.
+type FlowError = (Option<usize>, Option<PluginError>);
+
+impl Flow<'_> {
+    /// Pushes `piece` into the stage at position `k` and carries everything it yields to the end.
+    async fn push_through(
+        &mut self,
+        k: usize,
+        piece: Vec<u8>,
+        output: &mut Output<'_>,
+    ) -> Result<(), FlowError> {
+        let i = self.order[k];
+        self.transforms[i]
+            .push(&self.codecs[i], piece)
+            .await
+            .map_err(|e| (Some(i), Some(e)))?;
+        self.drain_from(k, output).await
+    }
+
+    /// Pulls what the stage at position `k` has ready, carrying each piece through the rest.
+    async fn drain_from(&mut self, k: usize, output: &mut Output<'_>) -> Result<(), FlowError> {
+        let mut stack = vec![k];
+        while let Some(&k) = stack.last() {
+            let i = self.order[k];
+            match self.transforms[i]
+                .pull(&self.codecs[i], PULL_MAX)
+                .await
+                .map_err(|e| (Some(i), Some(e)))?
+            {
+                None => {
+                    stack.pop();
+                }
+                Some(out) => {
+                    self.tallies[self.outputs[k]].add(&out);
+                    if k + 1 == self.order.len() {
+                        output.emit(out).await.map_err(|e| (None, e))?;
+                    } else {
+                        let next = self.order[k + 1];
+                        self.transforms[next]
+                            .push(&self.codecs[next], out)
+                            .await
+                            .map_err(|e| (Some(next), Some(e)))?;
+                        stack.push(k + 1);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -31,7 +31,10 @@ pub enum RunError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
     #[error("snapshot {snapshot}: {source}")]
-    Chain { snapshot: String, source: ChainError },
+    Chain {
+        snapshot: String,
+        source: ChainError,
+    },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -56,7 +59,11 @@ pub struct Context {
 
 impl Context {
     pub fn new(engine: Engine, pipeline: Pipeline) -> Self {
-        Context { engine, pipeline, secrets: SecretResolver::from_process_env() }
+        Context {
+            engine,
+            pipeline,
+            secrets: SecretResolver::from_process_env(),
+        }
     }
 
     /// The repository passphrase (or key file content), when the pipeline has a key.
@@ -65,11 +72,15 @@ impl Context {
             None => Ok(None),
             Some(KeySource::Passphrase(value)) => Ok(Some(value.resolve(&self.secrets)?)),
             Some(KeySource::KeyFile(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| RunError::Usage(format!("cannot read key file {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    RunError::Usage(format!("cannot read key file {}: {e}", path.display()))
+                })?;
                 let key = text.trim_end_matches(['\n', '\r']);
                 if key.is_empty() {
-                    return Err(RunError::Usage(format!("key file {} is empty", path.display())));
+                    return Err(RunError::Usage(format!(
+                        "key file {} is empty",
+                        path.display()
+                    )));
                 }
                 Ok(Some(Secret::new(key.to_string())))
             }
@@ -80,7 +91,12 @@ impl Context {
     pub fn sink_spec(&self) -> Result<StageSpec, RunError> {
         let stage = &self.pipeline.sink;
         let plugin = stages::load_plugin(&self.engine, stage)?;
-        stages::spec(stage, plugin, stages::implied_grants(stage, &self.pipeline, stages::Purpose::Backup, None)?, &self.secrets)
+        stages::spec(
+            stage,
+            plugin,
+            stages::implied_grants(stage, &self.pipeline, stages::Purpose::Backup, None)?,
+            &self.secrets,
+        )
     }
 
     /// Opens the pipeline's repository (creating it when `create`), checking the key.
@@ -102,21 +118,32 @@ impl Context {
 }
 
 /// Picks a snapshot by unique id prefix, or the newest for `latest`/none.
-pub async fn select_snapshot(repository: &mut Repository, wanted: Option<&str>) -> Result<Manifest, RunError> {
+pub async fn select_snapshot(
+    repository: &mut Repository,
+    wanted: Option<&str>,
+) -> Result<Manifest, RunError> {
     let ids = repository.snapshot_ids().await?;
     match wanted {
         None | Some("latest") => {
             let manifests = repository.manifests().await?;
-            manifests.into_iter().last().ok_or_else(|| RunError::Usage("the repository has no snapshots yet".into()))
+            manifests
+                .into_iter()
+                .last()
+                .ok_or_else(|| RunError::Usage("the repository has no snapshots yet".into()))
         }
         Some(prefix) => {
             let matches: Vec<&String> = ids.iter().filter(|id| id.starts_with(prefix)).collect();
             match matches.as_slice() {
                 [id] => Ok(repository.read_manifest(id).await?),
-                [] => Err(RunError::Usage(format!("no snapshot id starts with {prefix:?}"))),
+                [] => Err(RunError::Usage(format!(
+                    "no snapshot id starts with {prefix:?}"
+                ))),
                 many => Err(RunError::Usage(format!(
                     "snapshot id prefix {prefix:?} is ambiguous; it matches {}",
-                    many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))),
             }
         }

@@ -45,13 +45,17 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
     let selected = select_artifacts(&manifest, &request.only)?;
 
     let chain = recorded_chain(ctx, &mut repository, &manifest).await?;
-    let (source_info, source_plugin) = recorded_component(ctx, &mut repository, &manifest, StageKind::Source).await?;
+    let (source_info, source_plugin) =
+        recorded_component(ctx, &mut repository, &manifest, StageKind::Source).await?;
     let source_stage = &ctx.pipeline.source;
     let builtin = match &source_stage.plugin {
         PluginRef::Builtin(name) if *name == source_info.plugin => Some(name.as_str()),
         _ => None,
     };
-    let purpose = Purpose::Restore { target: request.target.clone(), dry_run: request.dry_run };
+    let purpose = Purpose::Restore {
+        target: request.target.clone(),
+        dry_run: request.dry_run,
+    };
     let grants = stages::builtin_grants(
         StageKind::Source,
         builtin,
@@ -62,7 +66,12 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
         None,
     )
     .map_err(|message| RunError::Usage(format!("{}: {message}", source_stage.label())))?;
-    let target = grants.grants.dirs.last().map(|d| d.path.display().to_string()).or(request.target.as_ref().map(|t| t.display().to_string()));
+    let target = grants
+        .grants
+        .dirs
+        .last()
+        .map(|d| d.path.display().to_string())
+        .or(request.target.as_ref().map(|t| t.display().to_string()));
     let mut source = SourceInstance::start(
         &ctx.engine,
         &source_plugin,
@@ -85,11 +94,18 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
     let mut bytes = 0u64;
     let written = async {
         for artifact in &selected {
-            let writer = source.write_artifact(&session, &wit_artifact(artifact)).await?;
-            decode_artifact(&pool, &manifest.snapshot, artifact, async |chunk: Vec<u8>| {
-                bytes += chunk.len() as u64;
-                source.write(&writer, chunk).await.map_err(RunError::from)
-            })
+            let writer = source
+                .write_artifact(&session, &wit_artifact(artifact))
+                .await?;
+            decode_artifact(
+                &pool,
+                &manifest.snapshot,
+                artifact,
+                async |chunk: Vec<u8>| {
+                    bytes += chunk.len() as u64;
+                    source.write(&writer, chunk).await.map_err(RunError::from)
+                },
+            )
             .await?;
             source.finish_write(writer).await?;
         }
@@ -114,7 +130,10 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
 
 /// The artifacts `--only` selects: a glob matching an artifact's name, or reaching inside
 /// it (`name/…`), selects it. No globs: all.
-pub fn select_artifacts<'m>(manifest: &'m Manifest, only: &[String]) -> Result<Vec<&'m ArtifactRecord>, RunError> {
+pub fn select_artifacts<'m>(
+    manifest: &'m Manifest,
+    only: &[String],
+) -> Result<Vec<&'m ArtifactRecord>, RunError> {
     if only.is_empty() {
         return Ok(manifest.artifacts.iter().collect());
     }
@@ -123,7 +142,11 @@ pub fn select_artifacts<'m>(manifest: &'m Manifest, only: &[String]) -> Result<V
         .artifacts
         .iter()
         .filter(|a| {
-            globs.is_match(&a.name) || only.iter().any(|g| g.strip_prefix(a.name.as_str()).is_some_and(|rest| rest.starts_with('/')))
+            globs.is_match(&a.name)
+                || only.iter().any(|g| {
+                    g.strip_prefix(a.name.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+                })
         })
         .collect();
     if selected.is_empty() {
@@ -141,7 +164,9 @@ pub fn select_artifacts<'m>(manifest: &'m Manifest, only: &[String]) -> Result<V
 fn glob_set(patterns: &[String]) -> Result<GlobSet, RunError> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        builder.add(Glob::new(pattern).map_err(|e| RunError::Usage(format!("--only {pattern:?}: {e}")))?);
+        builder.add(
+            Glob::new(pattern).map_err(|e| RunError::Usage(format!("--only {pattern:?}: {e}")))?,
+        );
     }
     builder.build().map_err(|e| RunError::Usage(e.to_string()))
 }
@@ -167,20 +192,37 @@ pub async fn recorded_component(
         .stages
         .iter()
         .find(|s| s.kind == kind.to_string())
-        .ok_or_else(|| RunError::Failed(format!("snapshot {} records no {kind} stage", manifest.snapshot)))?;
+        .ok_or_else(|| {
+            RunError::Failed(format!(
+                "snapshot {} records no {kind} stage",
+                manifest.snapshot
+            ))
+        })?;
     Ok((info.clone(), load_recorded(ctx, repository, info).await?))
 }
 
-async fn load_recorded(ctx: &Context, repository: &mut Repository, info: &StageInfo) -> Result<LoadedPlugin, RunError> {
+async fn load_recorded(
+    ctx: &Context,
+    repository: &mut Repository,
+    info: &StageInfo,
+) -> Result<LoadedPlugin, RunError> {
     let wasm = repository.load_component(&info.wasm_sha256).await?;
     Ok(ctx.engine.load(&info.plugin, &wasm)?)
 }
 
 /// The transforms recorded in the snapshot (with their recorded configuration) and the
 /// pipeline's sink: the chain that reads this snapshot back.
-pub async fn recorded_chain(ctx: &Context, repository: &mut Repository, manifest: &Manifest) -> Result<ChainSpec, RunError> {
+pub async fn recorded_chain(
+    ctx: &Context,
+    repository: &mut Repository,
+    manifest: &Manifest,
+) -> Result<ChainSpec, RunError> {
     let mut transforms = Vec::new();
-    let recorded: Vec<&StageInfo> = manifest.stages.iter().filter(|s| s.kind == "transform").collect();
+    let recorded: Vec<&StageInfo> = manifest
+        .stages
+        .iter()
+        .filter(|s| s.kind == "transform")
+        .collect();
     for (i, info) in recorded.into_iter().enumerate() {
         let plugin = load_recorded(ctx, repository, info).await?;
         let builtin = crate::plugins::builtin(StageKind::Transform, &info.plugin).map(|b| b.name);
@@ -193,7 +235,13 @@ pub async fn recorded_chain(ctx: &Context, repository: &mut Repository, manifest
             Purpose::Backup,
             repository.keys(),
         )
-        .map_err(|m| RunError::Failed(format!("recorded transform #{} ({}): {m}", i + 1, info.plugin)))?;
+        .map_err(|m| {
+            RunError::Failed(format!(
+                "recorded transform #{} ({}): {m}",
+                i + 1,
+                info.plugin
+            ))
+        })?;
         transforms.push(StageSpec {
             plugin,
             label: format!("transform #{} ({})", i + 1, info.plugin),
@@ -202,7 +250,10 @@ pub async fn recorded_chain(ctx: &Context, repository: &mut Repository, manifest
             limits: Default::default(),
         });
     }
-    Ok(ChainSpec { transforms, sink: ctx.sink_spec()? })
+    Ok(ChainSpec {
+        transforms,
+        sink: ctx.sink_spec()?,
+    })
 }
 
 /// Decodes an artifact's objects in parallel and hands their bytes, in order, to `each`.
@@ -215,17 +266,28 @@ pub async fn decode_artifact(
     // One object per worker plus one queued: enough to keep every core busy, never more
     // (a deeper window could block a worker on output nobody reads yet).
     let window = workers::default_size() + 1;
-    let mut in_flight: VecDeque<(mpsc::Receiver<Vec<u8>>, oneshot::Receiver<Result<(), ChainError>>)> = VecDeque::new();
+    let mut in_flight: VecDeque<(
+        mpsc::Receiver<Vec<u8>>,
+        oneshot::Receiver<Result<(), ChainError>>,
+    )> = VecDeque::new();
     let mut objects = artifact.objects.iter();
     loop {
         while in_flight.len() < window {
             let Some(record) = objects.next() else { break };
-            let (out, received) = mpsc::channel(16);
+            let (out, received) = mpsc::channel(4);
             let (done, result) = oneshot::channel();
-            pool.submit(Job::Decode { artifact: artifact.name.clone(), record: record.clone(), out, done }).await;
+            pool.submit(Job::Decode {
+                artifact: artifact.name.clone(),
+                record: record.clone(),
+                out,
+                done,
+            })
+            .await;
             in_flight.push_back((received, result));
         }
-        let Some((mut received, result)) = in_flight.pop_front() else { return Ok(()) };
+        let Some((mut received, result)) = in_flight.pop_front() else {
+            return Ok(());
+        };
         let mut delivered = Ok(());
         while let Some(chunk) = received.recv().await {
             if delivered.is_ok() {
@@ -235,7 +297,10 @@ pub async fn decode_artifact(
         result
             .await
             .map_err(|_| RunError::Failed("a worker stopped unexpectedly".into()))?
-            .map_err(|source| RunError::Chain { snapshot: snapshot.into(), source })?;
+            .map_err(|source| RunError::Chain {
+                snapshot: snapshot.into(),
+                source,
+            })?;
         delivered?;
     }
 }

@@ -4,7 +4,9 @@
 use crate::capabilities::StageGrants;
 use crate::config::{ConfigError, PluginRef, SecretResolver, StageConfig, StageKind};
 use crate::engine::bindings::{ConfigError as PluginConfigError, PluginErrorKind};
-use crate::engine::{Engine, LoadedPlugin, PluginError, SinkInstance, SourceInstance, TransformInstance};
+use crate::engine::{
+    Engine, LoadedPlugin, PluginError, SinkInstance, SourceInstance, TransformInstance,
+};
 use crate::plugins;
 
 /// The component a stage runs: a built-in, or a file checked against its pinned digest.
@@ -14,10 +16,13 @@ pub fn load_plugin(engine: &Engine, stage: &StageConfig) -> Result<LoadedPlugin,
         PluginRef::Builtin(name) => {
             let builtin = plugins::builtin(stage.kind, name)
                 .ok_or_else(|| at(format!("no built-in {} plugin named {name:?}", stage.kind)))?;
-            engine.load(name, builtin.wasm).map_err(|e| at(e.to_string()))?
+            engine
+                .load(name, builtin.wasm)
+                .map_err(|e| at(e.to_string()))?
         }
         PluginRef::Path { path, sha256 } => {
-            let wasm = std::fs::read(path).map_err(|e| at(format!("cannot read plugin {}: {e}", path.display())))?;
+            let wasm = std::fs::read(path)
+                .map_err(|e| at(format!("cannot read plugin {}: {e}", path.display())))?;
             let digest = plugins::sha256(&wasm);
             if let Some(pinned) = sha256
                 && *pinned != digest
@@ -29,7 +34,10 @@ pub fn load_plugin(engine: &Engine, stage: &StageConfig) -> Result<LoadedPlugin,
                     hex::encode(pinned)
                 )));
             }
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             engine.load(&name, &wasm).map_err(|e| at(e.to_string()))?
         }
     };
@@ -62,15 +70,21 @@ pub async fn start(
     let config = serde_json::Value::Object(options).to_string();
     let label = stage.label();
     let started = match stage.kind {
-        StageKind::Source => SourceInstance::start(engine, plugin, &label, &config, grants, &stage.limits)
-            .await
-            .map(StageInstance::Source),
-        StageKind::Transform => TransformInstance::start(engine, plugin, &label, &config, grants, &stage.limits)
-            .await
-            .map(StageInstance::Transform),
-        StageKind::Sink => SinkInstance::start(engine, plugin, &label, &config, grants, &stage.limits)
-            .await
-            .map(StageInstance::Sink),
+        StageKind::Source => {
+            SourceInstance::start(engine, plugin, &label, &config, grants, &stage.limits)
+                .await
+                .map(StageInstance::Source)
+        }
+        StageKind::Transform => {
+            TransformInstance::start(engine, plugin, &label, &config, grants, &stage.limits)
+                .await
+                .map(StageInstance::Transform)
+        }
+        StageKind::Sink => {
+            SinkInstance::start(engine, plugin, &label, &config, grants, &stage.limits)
+                .await
+                .map(StageInstance::Sink)
+        }
     };
     started.map_err(|e| locate(stage, e))
 }
@@ -92,14 +106,25 @@ pub fn locate(stage: &StageConfig, error: PluginError) -> StageError {
             ..
         } => {
             let (location, message) = match field {
-                Some(field) => (stage.option_location(&field), format!("{}: `{field}`: {message}", stage.label())),
-                None => (stage.location.clone(), format!("{}: {message}", stage.label())),
+                Some(field) => (
+                    stage.option_location(&field),
+                    format!("{}: `{field}`: {message}", stage.label()),
+                ),
+                None => (
+                    stage.location.clone(),
+                    format!("{}: {message}", stage.label()),
+                ),
             };
             StageError::Config(ConfigError::new(location, message))
         }
-        PluginError::Plugin { error, .. } => {
-            StageError::Config(ConfigError::new(stage.location.clone(), format!("{}: {}", stage.label(), crate::engine::bindings::describe(&error))))
-        }
+        PluginError::Plugin { error, .. } => StageError::Config(ConfigError::new(
+            stage.location.clone(),
+            format!(
+                "{}: {}",
+                stage.label(),
+                crate::engine::bindings::describe(&error)
+            ),
+        )),
         other => StageError::Plugin(other),
     }
 }
@@ -109,7 +134,10 @@ pub fn locate(stage: &StageConfig, error: PluginError) -> StageError {
 pub enum Purpose {
     Backup,
     /// Restoring into `target` (a directory for the files source); `dry_run` creates nothing.
-    Restore { target: Option<std::path::PathBuf>, dry_run: bool },
+    Restore {
+        target: Option<std::path::PathBuf>,
+        dry_run: bool,
+    },
 }
 
 /// The grants a stage runs with: what its table grants explicitly, plus what a built-in
@@ -126,8 +154,21 @@ pub fn implied_grants(
         PluginRef::Builtin(name) => Some(name.as_str()),
         PluginRef::Path { .. } => None,
     };
-    builtin_grants(stage.kind, builtin, &stage.options, &stage.grants, pipeline.base_dir(), purpose, keys)
-        .map_err(|message| ConfigError::new(stage.location.clone(), format!("{}: {message}", stage.label())))
+    builtin_grants(
+        stage.kind,
+        builtin,
+        &stage.options,
+        &stage.grants,
+        pipeline.base_dir(),
+        purpose,
+        keys,
+    )
+    .map_err(|message| {
+        ConfigError::new(
+            stage.location.clone(),
+            format!("{}: {message}", stage.label()),
+        )
+    })
 }
 
 /// [`implied_grants`] from parts, for stages recorded in a snapshot.
@@ -142,14 +183,22 @@ pub fn builtin_grants(
 ) -> Result<StageGrants, String> {
     use crate::capabilities::{KeyRing, Storage};
     use crate::config::{DirAccess, DirGrant};
-    let mut grants = StageGrants { grants: explicit.clone(), keys: KeyRing::default(), storage: None };
+    let mut grants = StageGrants {
+        grants: explicit.clone(),
+        keys: KeyRing::default(),
+        storage: None,
+    };
     let path_option = |name: &str| -> Result<Vec<std::path::PathBuf>, String> {
         let values = match options.get(name) {
             None => Vec::new(),
             Some(serde_json::Value::String(s)) => vec![s.clone()],
             Some(serde_json::Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("`{name}` must hold strings")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("`{name}` must hold strings"))
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(format!("`{name}` must be a string or a list of strings")),
         };
@@ -159,24 +208,46 @@ pub fn builtin_grants(
         (StageKind::Source, Some("files")) => match purpose {
             Purpose::Backup => {
                 for path in path_option("paths")? {
-                    let path = path.canonicalize().map_err(|e| format!("cannot back up {}: {e}", path.display()))?;
-                    grants.grants.dirs.push(DirGrant { path, access: DirAccess::Read });
+                    let path = path
+                        .canonicalize()
+                        .map_err(|e| format!("cannot back up {}: {e}", path.display()))?;
+                    grants.grants.dirs.push(DirGrant {
+                        path,
+                        access: DirAccess::Read,
+                    });
                 }
             }
-            Purpose::Restore { target: Some(target), dry_run } => {
+            Purpose::Restore {
+                target: Some(target),
+                dry_run,
+            } => {
                 if !target.exists() {
                     if dry_run {
-                        return Err(format!("the restore target {} does not exist (a dry run creates nothing)", target.display()));
+                        return Err(format!(
+                            "the restore target {} does not exist (a dry run creates nothing)",
+                            target.display()
+                        ));
                     }
-                    std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+                    std::fs::create_dir_all(&target)
+                        .map_err(|e| format!("cannot create {}: {e}", target.display()))?;
                 }
-                let path = target.canonicalize().map_err(|e| format!("restore target {}: {e}", target.display()))?;
-                grants.grants.dirs.push(DirGrant { path, access: DirAccess::ReadWrite });
+                let path = target
+                    .canonicalize()
+                    .map_err(|e| format!("restore target {}: {e}", target.display()))?;
+                grants.grants.dirs.push(DirGrant {
+                    path,
+                    access: DirAccess::ReadWrite,
+                });
             }
-            Purpose::Restore { target: None, .. } => return Err("restoring files needs --target DIR".into()),
+            Purpose::Restore { target: None, .. } => {
+                return Err("restoring files needs --target DIR".into());
+            }
         },
         (StageKind::Sink, Some("local")) => {
-            let path = path_option("path")?.into_iter().next().ok_or("the local sink needs `path`")?;
+            let path = path_option("path")?
+                .into_iter()
+                .next()
+                .ok_or("the local sink needs `path`")?;
             grants.storage = Some(Storage::local(&path).map_err(|e| format!("{e:#}"))?);
         }
         (StageKind::Transform, Some("aes-gcm")) => match keys {

@@ -46,16 +46,33 @@ pub async fn run(ctx: &Context, request: VerifyRequest) -> Result<Vec<SnapshotCh
     let mut checks = Vec::new();
     for id in ids {
         let check = match repository.read_manifest(&id).await {
-            Ok(manifest) => check_snapshot(ctx, &mut repository, &manifest, request.read_data).await?,
-            Err(e) => SnapshotCheck { snapshot: id.clone(), objects: 0, bytes_read: 0, problem: Some(e.to_string()) },
+            Ok(manifest) => {
+                check_snapshot(ctx, &mut repository, &manifest, request.read_data).await?
+            }
+            Err(e) => SnapshotCheck {
+                snapshot: id.clone(),
+                objects: 0,
+                bytes_read: 0,
+                problem: Some(e.to_string()),
+            },
         };
         checks.push(check);
     }
     Ok(checks)
 }
 
-async fn check_snapshot(ctx: &Context, repository: &mut Repository, manifest: &Manifest, read_data: bool) -> Result<SnapshotCheck, RunError> {
-    let mut check = SnapshotCheck { snapshot: manifest.snapshot.clone(), objects: 0, bytes_read: 0, problem: None };
+async fn check_snapshot(
+    ctx: &Context,
+    repository: &mut Repository,
+    manifest: &Manifest,
+    read_data: bool,
+) -> Result<SnapshotCheck, RunError> {
+    let mut check = SnapshotCheck {
+        snapshot: manifest.snapshot.clone(),
+        objects: 0,
+        bytes_read: 0,
+        problem: None,
+    };
     for stage in &manifest.stages {
         if let Err(e) = repository.load_component(&stage.wasm_sha256).await {
             check.problem = Some(format!("{} stage {}: {e}", stage.kind, stage.plugin));
@@ -68,7 +85,10 @@ async fn check_snapshot(ctx: &Context, repository: &mut Repository, manifest: &M
             let stored = object.stored().bytes;
             match repository.sink().stat(&object.key).await? {
                 None => {
-                    check.problem = Some(format!("artifact {}, object {}: missing", artifact.name, object.key));
+                    check.problem = Some(format!(
+                        "artifact {}, object {}: missing",
+                        artifact.name, object.key
+                    ));
                     return Ok(check);
                 }
                 Some(stat) if stat.size != stored => {
@@ -88,10 +108,15 @@ async fn check_snapshot(ctx: &Context, repository: &mut Repository, manifest: &M
         let mut bytes = 0u64;
         let mut outcome = Ok(());
         for artifact in &manifest.artifacts {
-            outcome = decode_artifact(&pool, &manifest.snapshot, artifact, async |chunk: Vec<u8>| {
-                bytes += chunk.len() as u64;
-                Ok(())
-            })
+            outcome = decode_artifact(
+                &pool,
+                &manifest.snapshot,
+                artifact,
+                async |chunk: Vec<u8>| {
+                    bytes += chunk.len() as u64;
+                    Ok(())
+                },
+            )
             .await;
             if outcome.is_err() {
                 break;

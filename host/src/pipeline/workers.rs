@@ -32,11 +32,17 @@ pub struct Pool {
 
 /// Workers to run: one per core the process may use.
 pub fn default_size() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 impl Pool {
-    pub async fn start(engine: &Engine, spec: &ChainSpec, size: usize) -> Result<Self, PluginError> {
+    pub async fn start(
+        engine: &Engine,
+        spec: &ChainSpec,
+        size: usize,
+    ) -> Result<Self, PluginError> {
         let (jobs, receiver) = mpsc::channel::<Job>(1);
         let receiver = Arc::new(Mutex::new(receiver));
         let mut workers = Vec::new();
@@ -47,10 +53,20 @@ impl Pool {
                 loop {
                     let job = receiver.lock().await.recv().await;
                     match job {
-                        Some(Job::Encode { artifact, key, mut chunks, done }) => {
+                        Some(Job::Encode {
+                            artifact,
+                            key,
+                            mut chunks,
+                            done,
+                        }) => {
                             let _ = done.send(worker.encode(&artifact, &key, &mut chunks).await);
                         }
-                        Some(Job::Decode { artifact, record, out, done }) => {
+                        Some(Job::Decode {
+                            artifact,
+                            record,
+                            out,
+                            done,
+                        }) => {
                             let _ = done.send(worker.decode(&artifact, &record, &out).await);
                         }
                         None => break,

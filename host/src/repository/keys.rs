@@ -28,10 +28,12 @@ impl MasterKey {
 
     /// The subkeys for a repository: each a different HKDF expansion of the master key.
     pub fn derive(&self, repository_id: &str) -> RepoKeys {
-        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(repository_id.as_bytes()), self.0.as_slice());
+        let hkdf =
+            hkdf::Hkdf::<sha2::Sha256>::new(Some(repository_id.as_bytes()), self.0.as_slice());
         let expand = |info: &str| {
             let mut key = Zeroizing::new([0u8; 32]);
-            hkdf.expand(info.as_bytes(), key.as_mut_slice()).expect("32 bytes is a valid HKDF length");
+            hkdf.expand(info.as_bytes(), key.as_mut_slice())
+                .expect("32 bytes is a valid HKDF length");
             key
         };
         RepoKeys {
@@ -109,7 +111,13 @@ impl KeySlot {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let aad = slot_context(repository_id, &id);
         let sealed = cipher
-            .encrypt(&nonce, Payload { msg: master.0.as_slice(), aad: &aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: master.0.as_slice(),
+                    aad: &aad,
+                },
+            )
             .expect("in-memory AES-GCM cannot fail");
         let mut wrapped = nonce.to_vec();
         wrapped.extend_from_slice(&sealed);
@@ -123,17 +131,31 @@ impl KeySlot {
     }
 
     /// The master key, when `passphrase` is this slot's; `Ok(None)` for another passphrase.
-    pub fn open(&self, passphrase: &str, repository_id: &str) -> Result<Option<MasterKey>, KeySlotError> {
+    pub fn open(
+        &self,
+        passphrase: &str,
+        repository_id: &str,
+    ) -> Result<Option<MasterKey>, KeySlotError> {
         let wrapping = derive_wrapping_key(passphrase, &self.kdf)
             .map_err(|reason| KeySlotError::UnsupportedKdf(reason, self.id.clone()))?;
-        let wrapped = hex::decode(&self.wrapped).map_err(|e| KeySlotError::Malformed(self.id.clone(), e.to_string()))?;
+        let wrapped = hex::decode(&self.wrapped)
+            .map_err(|e| KeySlotError::Malformed(self.id.clone(), e.to_string()))?;
         if wrapped.len() != 12 + 32 + 16 {
-            return Err(KeySlotError::Malformed(self.id.clone(), "wrapped key has the wrong length".into()));
+            return Err(KeySlotError::Malformed(
+                self.id.clone(),
+                "wrapped key has the wrong length".into(),
+            ));
         }
         let (nonce, sealed) = wrapped.split_at(12);
         let cipher = Aes256Gcm::new(wrapping.as_slice().into());
         let aad = slot_context(repository_id, &self.id);
-        let Ok(master) = cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad }) else {
+        let Ok(master) = cipher.decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: &aad,
+            },
+        ) else {
             return Ok(None);
         };
         let mut key = Zeroizing::new([0u8; 32]);
@@ -143,7 +165,13 @@ impl KeySlot {
 }
 
 fn slot_context(repository_id: &str, slot_id: &str) -> Vec<u8> {
-    [SLOT_CONTEXT, repository_id.as_bytes(), b"/", slot_id.as_bytes()].concat()
+    [
+        SLOT_CONTEXT,
+        repository_id.as_bytes(),
+        b"/",
+        slot_id.as_bytes(),
+    ]
+    .concat()
 }
 
 fn derive_wrapping_key(passphrase: &str, kdf: &KdfParams) -> Result<Zeroizing<[u8; 32]>, String> {
@@ -169,10 +197,16 @@ mod tests {
     fn a_slot_opens_with_its_passphrase_only_and_only_in_its_repository() {
         let master = MasterKey::generate();
         let slot = KeySlot::create(&master, "correct horse", "repo-a", "");
-        let opened = slot.open("correct horse", "repo-a").unwrap().expect("right passphrase opens");
+        let opened = slot
+            .open("correct horse", "repo-a")
+            .unwrap()
+            .expect("right passphrase opens");
         assert_eq!(opened.0.as_slice(), master.0.as_slice());
         assert!(slot.open("wrong horse", "repo-a").unwrap().is_none());
-        assert!(slot.open("correct horse", "repo-b").unwrap().is_none(), "a slot copied to another repository must not open");
+        assert!(
+            slot.open("correct horse", "repo-b").unwrap().is_none(),
+            "a slot copied to another repository must not open"
+        );
     }
 
     #[test]

@@ -39,13 +39,19 @@ pub enum RepoError {
     Missing,
     #[error("wrong passphrase: none of the {slots} key slot(s) of repository {id} opens with it")]
     WrongKey { id: String, slots: usize },
-    #[error("repository {id} is encrypted, but the pipeline sets no [repository] passphrase or key_file")]
+    #[error(
+        "repository {id} is encrypted, but the pipeline sets no [repository] passphrase or key_file"
+    )]
     KeyRequired { id: String },
-    #[error("repository {id} is not encrypted, but the pipeline sets a key; remove the key or use another repository")]
+    #[error(
+        "repository {id} is not encrypted, but the pipeline sets a key; remove the key or use another repository"
+    )]
     NotEncrypted { id: String },
     #[error("repository {id} has no key slots left; it cannot be opened")]
     NoSlots { id: String },
-    #[error("repository format {found} is not supported (this runner reads format {FORMAT_VERSION})")]
+    #[error(
+        "repository format {found} is not supported (this runner reads format {FORMAT_VERSION})"
+    )]
     Format { found: u32 },
     #[error("repository object {key} is damaged: {reason}")]
     Corrupt { key: String, reason: String },
@@ -66,35 +72,65 @@ pub struct Repository {
 impl Repository {
     /// Opens the repository on `sink`, or creates it when the sink has none and `create` is set.
     /// With a repository key, the passphrase must open one of its slots.
-    pub async fn open(mut sink: SinkInstance, passphrase: Option<&Secret>, create: bool) -> Result<Self, RepoError> {
+    pub async fn open(
+        mut sink: SinkInstance,
+        passphrase: Option<&Secret>,
+        create: bool,
+    ) -> Result<Self, RepoError> {
         let Some(bytes) = get_bytes(&mut sink, CONFIG_KEY).await? else {
             if !create {
                 return Err(RepoError::Missing);
             }
             return Self::create(sink, passphrase).await;
         };
-        let config: RepoConfig = serde_json::from_slice(&bytes)
-            .map_err(|e| RepoError::Corrupt { key: CONFIG_KEY.into(), reason: e.to_string() })?;
+        let config: RepoConfig =
+            serde_json::from_slice(&bytes).map_err(|e| RepoError::Corrupt {
+                key: CONFIG_KEY.into(),
+                reason: e.to_string(),
+            })?;
         if config.format != FORMAT_VERSION {
-            return Err(RepoError::Format { found: config.format });
+            return Err(RepoError::Format {
+                found: config.format,
+            });
         }
         let master = match (config.encrypted, passphrase) {
             (false, None) => None,
             (false, Some(_)) => return Err(RepoError::NotEncrypted { id: config.id }),
             (true, None) => return Err(RepoError::KeyRequired { id: config.id }),
-            (true, Some(passphrase)) => Some(Self::unlock(&mut sink, &config.id, passphrase).await?),
+            (true, Some(passphrase)) => {
+                Some(Self::unlock(&mut sink, &config.id, passphrase).await?)
+            }
         };
         let keys = master.as_ref().map(|m| m.derive(&config.id));
-        Ok(Repository { id: config.id, keys, master, sink })
+        Ok(Repository {
+            id: config.id,
+            keys,
+            master,
+            sink,
+        })
     }
 
-    async fn create(mut sink: SinkInstance, passphrase: Option<&Secret>) -> Result<Self, RepoError> {
+    async fn create(
+        mut sink: SinkInstance,
+        passphrase: Option<&Secret>,
+    ) -> Result<Self, RepoError> {
         let id = hex::encode(rand::random::<[u8; 16]>());
         let master = passphrase.map(|_| MasterKey::generate());
         if let (Some(master), Some(passphrase)) = (&master, passphrase) {
-            let slot = KeySlot::create(master, passphrase.expose(), &id, "created with the repository");
+            let slot = KeySlot::create(
+                master,
+                passphrase.expose(),
+                &id,
+                "created with the repository",
+            );
             let bytes = serde_json::to_vec_pretty(&slot).expect("a key slot serializes");
-            put_bytes(&mut sink, &format!("{KEYS_PREFIX}{}", slot.id), &bytes, true).await?;
+            put_bytes(
+                &mut sink,
+                &format!("{KEYS_PREFIX}{}", slot.id),
+                &bytes,
+                true,
+            )
+            .await?;
         }
         let config = RepoConfig {
             format: FORMAT_VERSION,
@@ -107,7 +143,10 @@ impl Repository {
         let bytes = serde_json::to_vec_pretty(&config).expect("config serializes");
         match put_bytes(&mut sink, CONFIG_KEY, &bytes, true).await {
             Ok(()) => {}
-            Err(RepoError::Sink(PluginError::Plugin { error: PluginErrorKind::AlreadyExists(_), .. })) => {
+            Err(RepoError::Sink(PluginError::Plugin {
+                error: PluginErrorKind::AlreadyExists(_),
+                ..
+            })) => {
                 // Another run created it first: open that one instead.
                 return Box::pin(Self::open(sink, passphrase, false)).await;
             }
@@ -115,10 +154,19 @@ impl Repository {
         }
         tracing::info!(repository = %id, encrypted = config.encrypted, "repository created");
         let keys = master.as_ref().map(|m| m.derive(&id));
-        Ok(Repository { id, keys, master, sink })
+        Ok(Repository {
+            id,
+            keys,
+            master,
+            sink,
+        })
     }
 
-    async fn unlock(sink: &mut SinkInstance, id: &str, passphrase: &Secret) -> Result<MasterKey, RepoError> {
+    async fn unlock(
+        sink: &mut SinkInstance,
+        id: &str,
+        passphrase: &Secret,
+    ) -> Result<MasterKey, RepoError> {
         let slots = read_slots(sink).await?;
         if slots.is_empty() {
             return Err(RepoError::NoSlots { id: id.into() });
@@ -130,7 +178,10 @@ impl Repository {
                 Err(e) => tracing::warn!("{e}"),
             }
         }
-        Err(RepoError::WrongKey { id: id.into(), slots: slots.len() })
+        Err(RepoError::WrongKey {
+            id: id.into(),
+            slots: slots.len(),
+        })
     }
 
     pub fn keys(&self) -> Option<&RepoKeys> {
@@ -158,11 +209,20 @@ impl Repository {
     /// Stores a stage component under its digest (once).
     pub async fn store_component(&mut self, sha256: &str, wasm: &[u8]) -> Result<(), RepoError> {
         let key = component_key(sha256);
-        if self.sink.stat(&key).await?.is_some_and(|stat| stat.size == wasm.len() as u64) {
+        if self
+            .sink
+            .stat(&key)
+            .await?
+            .is_some_and(|stat| stat.size == wasm.len() as u64)
+        {
             return Ok(());
         }
         match put_bytes(&mut self.sink, &key, wasm, true).await {
-            Err(RepoError::Sink(PluginError::Plugin { error: PluginErrorKind::AlreadyExists(_), .. })) | Ok(()) => Ok(()),
+            Err(RepoError::Sink(PluginError::Plugin {
+                error: PluginErrorKind::AlreadyExists(_),
+                ..
+            }))
+            | Ok(()) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -172,10 +232,16 @@ impl Repository {
         let key = component_key(sha256);
         let wasm = get_bytes(&mut self.sink, &key)
             .await?
-            .ok_or_else(|| RepoError::Corrupt { key: key.clone(), reason: "the component is missing".into() })?;
+            .ok_or_else(|| RepoError::Corrupt {
+                key: key.clone(),
+                reason: "the component is missing".into(),
+            })?;
         let actual = hex::encode(crate::plugins::sha256(&wasm));
         if actual != sha256 {
-            return Err(RepoError::Corrupt { key, reason: format!("its sha256 is {actual}") });
+            return Err(RepoError::Corrupt {
+                key,
+                reason: format!("its sha256 is {actual}"),
+            });
         }
         Ok(wasm)
     }
@@ -186,7 +252,9 @@ impl Repository {
         let key = snapshot_key(&manifest.snapshot);
         if crate::pipeline::failpoint::triggers("mid-manifest") {
             let upload = self.sink.put(&key, true).await?;
-            self.sink.write(&upload, bytes[..bytes.len() / 2].to_vec()).await?;
+            self.sink
+                .write(&upload, bytes[..bytes.len() / 2].to_vec())
+                .await?;
             crate::pipeline::failpoint::kill();
         }
         put_bytes(&mut self.sink, &key, &bytes, true).await
@@ -194,8 +262,11 @@ impl Repository {
 
     pub async fn read_manifest(&mut self, snapshot: &str) -> Result<Manifest, RepoError> {
         let key = snapshot_key(snapshot);
-        let bytes = get_bytes(&mut self.sink, &key).await?.ok_or_else(|| RepoError::NoSnapshot(snapshot.into()))?;
-        Manifest::decode(&bytes, self.manifest_key(), &self.id, snapshot).map_err(|reason| RepoError::Corrupt { key, reason })
+        let bytes = get_bytes(&mut self.sink, &key)
+            .await?
+            .ok_or_else(|| RepoError::NoSnapshot(snapshot.into()))?;
+        Manifest::decode(&bytes, self.manifest_key(), &self.id, snapshot)
+            .map_err(|reason| RepoError::Corrupt { key, reason })
     }
 
     /// Ids of every committed snapshot (from the sink's listing; manifests are not read).
@@ -224,11 +295,26 @@ impl Repository {
     }
 
     /// Adds a key slot for `passphrase`; the data is not re-encrypted.
-    pub async fn add_slot(&mut self, passphrase: &Secret, label: &str) -> Result<KeySlot, RepoError> {
-        let master = self.master.as_ref().ok_or_else(|| RepoError::NotEncrypted { id: self.id.clone() })?;
+    pub async fn add_slot(
+        &mut self,
+        passphrase: &Secret,
+        label: &str,
+    ) -> Result<KeySlot, RepoError> {
+        let master = self
+            .master
+            .as_ref()
+            .ok_or_else(|| RepoError::NotEncrypted {
+                id: self.id.clone(),
+            })?;
         let slot = KeySlot::create(master, passphrase.expose(), &self.id, label);
         let bytes = serde_json::to_vec_pretty(&slot).expect("a key slot serializes");
-        put_bytes(&mut self.sink, &format!("{KEYS_PREFIX}{}", slot.id), &bytes, true).await?;
+        put_bytes(
+            &mut self.sink,
+            &format!("{KEYS_PREFIX}{}", slot.id),
+            &bytes,
+            true,
+        )
+        .await?;
         Ok(slot)
     }
 
@@ -250,8 +336,10 @@ async fn read_slots(sink: &mut SinkInstance) -> Result<Vec<KeySlot>, RepoError> 
     let mut slots = Vec::new();
     for object in sink.list_all(KEYS_PREFIX).await? {
         let bytes = get_bytes(sink, &object.key).await?.unwrap_or_default();
-        let slot: KeySlot =
-            serde_json::from_slice(&bytes).map_err(|e| RepoError::Corrupt { key: object.key.clone(), reason: e.to_string() })?;
+        let slot: KeySlot = serde_json::from_slice(&bytes).map_err(|e| RepoError::Corrupt {
+            key: object.key.clone(),
+            reason: e.to_string(),
+        })?;
         slots.push(slot);
     }
     Ok(slots)
@@ -272,7 +360,12 @@ pub async fn get_bytes(sink: &mut SinkInstance, key: &str) -> Result<Option<Vec<
 }
 
 /// Writes a whole (small) object.
-pub async fn put_bytes(sink: &mut SinkInstance, key: &str, bytes: &[u8], if_absent: bool) -> Result<(), RepoError> {
+pub async fn put_bytes(
+    sink: &mut SinkInstance,
+    key: &str,
+    bytes: &[u8],
+    if_absent: bool,
+) -> Result<(), RepoError> {
     let upload = sink.put(key, if_absent).await?;
     for chunk in bytes.chunks(CHUNK as usize) {
         if let Err(e) = sink.write(&upload, chunk.to_vec()).await {
