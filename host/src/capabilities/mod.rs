@@ -4,6 +4,7 @@
 pub mod files;
 pub mod keys;
 pub mod log;
+pub mod network;
 pub mod storage;
 mod wasi;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::config::{Grants, Limits};
 use crate::engine::MemoryLimiter;
@@ -34,6 +36,8 @@ pub struct HostState {
     /// "transform #2 (zstd)": names the plugin in logs and errors.
     pub(crate) plugin: Arc<str>,
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_grants: network::HttpGrants,
     pub(crate) table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) keys: KeyRing,
@@ -45,6 +49,8 @@ impl HostState {
     pub fn new(plugin: Arc<str>, grants: StageGrants, limits: &Limits) -> anyhow::Result<Self> {
         Ok(HostState {
             wasi: wasi::context(&grants.grants)?,
+            http: WasiHttpCtx::new(),
+            http_grants: network::HttpGrants::new(grants.grants.http.clone(), plugin.clone()),
             files: files::FileRoots::new(&grants.grants)?,
             plugin,
             table: ResourceTable::new(),
@@ -61,5 +67,11 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_grants }
     }
 }

@@ -1,12 +1,12 @@
-//! The WASI context of a plugin: nothing but the granted directories.
+//! The WASI context of a plugin: nothing but the granted directories and TCP addresses.
 
 use wasmtime_wasi::filesystem::FsPerms;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 use crate::config::{DirAccess, Grants};
 
-/// No environment, no arguments, no stdio, no network: only granted directories,
-/// each visible at its own host path.
+/// No environment, no arguments, no stdio: only granted directories (each visible at its
+/// own host path) and granted TCP destinations.
 pub fn context(grants: &Grants) -> anyhow::Result<WasiCtx> {
     let mut builder = WasiCtxBuilder::new();
     for dir in &grants.dirs {
@@ -21,5 +21,6 @@ pub fn context(grants: &Grants) -> anyhow::Result<WasiCtx> {
                 anyhow::anyhow!("cannot open granted directory {}: {e}", dir.path.display())
             })?;
     }
+    super::network::grant_tcp(&mut builder, &grants.tcp)?;
     Ok(builder.build())
 }

@@ -88,6 +88,8 @@ impl Engine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // Outbound HTTP for plugins granted it; every request passes the stage's grants.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         use bindings::services::runner::plugin as services;
         services::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         services::keys::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
