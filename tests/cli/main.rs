@@ -5,6 +5,7 @@ mod common;
 
 mod backup;
 mod plugins;
+mod sandbox;
 mod validate;
 
 use std::path::Path;

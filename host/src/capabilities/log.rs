@@ -7,7 +7,8 @@ use crate::engine::bindings::services::runner::plugin::log::{Host, Level};
 const MAX_MESSAGE: usize = 4096;
 
 impl Host for HostState {
-    async fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut message = self.scrub(&message);
         if message.len() > MAX_MESSAGE {
             let mut end = MAX_MESSAGE;
             while !message.is_char_boundary(end) {

@@ -29,6 +29,8 @@ pub struct StageGrants {
     pub keys: KeyRing,
     /// The object storage a sink writes through.
     pub storage: Option<Storage>,
+    /// Secret values the stage was given in its options: scrubbed from its logs and errors.
+    pub secrets: Arc<[crate::config::Secret]>,
 }
 
 /// The data of one plugin instance's store.
@@ -43,6 +45,7 @@ pub struct HostState {
     pub(crate) keys: KeyRing,
     pub(crate) storage: Option<Storage>,
     pub(crate) files: files::FileRoots,
+    secrets: Arc<[crate::config::Secret]>,
 }
 
 impl HostState {
@@ -57,7 +60,17 @@ impl HostState {
             limiter: MemoryLimiter::new(limits.memory),
             keys: grants.keys,
             storage: grants.storage,
+            secrets: grants.secrets,
         })
+    }
+
+    /// `text` with every secret value this stage holds replaced by `[redacted]`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in self.secrets.iter().filter(|s| s.expose().len() >= 4) {
+            text = text.replace(secret.expose(), "[redacted]");
+        }
+        text
     }
 }
 
@@ -72,6 +85,10 @@ impl WasiView for HostState {
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_grants }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_grants,
+        }
     }
 }

@@ -26,18 +26,22 @@ pub fn grant_tcp(builder: &mut WasiCtxBuilder, grants: &[TcpGrant]) -> anyhow::R
         allowed.extend(resolved);
     }
     let allowed = Arc::new(allowed);
-    builder.allow_tcp(true).allow_udp(false).allow_ip_name_lookup(true).socket_addr_check(move |addr, use_| {
-        let allowed = allowed.clone();
-        Box::pin(async move {
-            match use_ {
-                SocketAddrUse::TcpConnect => allowed.contains(&addr),
-                // wasmtime asks about an implicit bind to the wildcard address before every
-                // connect; an explicit bind (to listen) names a real address or port.
-                SocketAddrUse::TcpBind => addr.port() == 0 && addr.ip().is_unspecified(),
-                _ => false,
-            }
-        })
-    });
+    builder
+        .allow_tcp(true)
+        .allow_udp(false)
+        .allow_ip_name_lookup(true)
+        .socket_addr_check(move |addr, use_| {
+            let allowed = allowed.clone();
+            Box::pin(async move {
+                match use_ {
+                    SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                    // wasmtime asks about an implicit bind to the wildcard address before every
+                    // connect; an explicit bind (to listen) names a real address or port.
+                    SocketAddrUse::TcpBind => addr.port() == 0 && addr.ip().is_unspecified(),
+                    _ => false,
+                }
+            })
+        });
     Ok(())
 }
 
@@ -53,9 +57,13 @@ impl HttpGrants {
     }
 
     fn allows(&self, uri: &http::Uri) -> bool {
-        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else { return false };
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return false;
+        };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        self.grants.iter().any(|g| g.allows(scheme, host, uri.port_u16()))
+        self.grants
+            .iter()
+            .any(|g| g.allows(scheme, host, uri.port_u16()))
     }
 }
 
@@ -81,12 +89,20 @@ impl WasiHttpHooks for HttpGrants {
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }
 
 /// A URI for logs: scheme, host and port only (paths and queries may carry tokens).
 fn redact(uri: &http::Uri) -> String {
-    format!("{}://{}{}", uri.scheme_str().unwrap_or("?"), uri.host().unwrap_or("?"), uri.port().map(|p| format!(":{p}")).unwrap_or_default())
+    format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.host().unwrap_or("?"),
+        uri.port().map(|p| format!(":{p}")).unwrap_or_default()
+    )
 }

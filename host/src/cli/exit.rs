@@ -39,7 +39,8 @@ impl ExitStatus {
             RunError::Chain { source, .. } => match source {
                 ChainError::Mismatch { .. }
                 | ChainError::Missing { .. }
-                | ChainError::ShortWrite { .. } => ExitStatus::Integrity,
+                | ChainError::ShortWrite { .. }
+                | ChainError::NotStored { .. } => ExitStatus::Integrity,
                 ChainError::Plugin {
                     source:
                         PluginError::Plugin {

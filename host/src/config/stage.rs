@@ -105,6 +105,21 @@ impl StageConfig {
         Ok(options)
     }
 
+    /// The values of the secret references in this stage's options, resolved: the host scrubs
+    /// them from anything the plugin logs or returns.
+    pub fn resolved_secrets(
+        &self,
+        secrets: &SecretResolver,
+    ) -> Result<Vec<crate::config::Secret>, ConfigError> {
+        let mut values = Vec::new();
+        for (_, template) in &self.option_index.secrets {
+            for (reference, location) in template.references() {
+                values.push(secrets.resolve(reference, location)?);
+            }
+        }
+        Ok(values)
+    }
+
     /// The options safe to record in manifests and logs: references as written, never their values.
     pub fn redacted_options(&self) -> Map<String, Value> {
         self.options.clone()

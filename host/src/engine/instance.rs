@@ -264,7 +264,7 @@ impl<B> PluginInstance<B> {
             .map_err(|error| PluginError::Plugin {
                 plugin: self.label.to_string(),
                 call,
-                error,
+                error: scrub_error(self.store.data(), error),
             })
     }
 
@@ -319,5 +319,32 @@ impl<B> PluginInstance<B> {
     /// Time left before the per-run limit.
     pub fn time_left(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// A plugin's error with the stage's secret values removed from its text.
+fn scrub_error(host: &HostState, error: PluginErrorKind) -> PluginErrorKind {
+    use crate::engine::bindings::{ConfigError, RemoteError};
+    let s = |text: String| host.scrub(&text);
+    match error {
+        PluginErrorKind::Config(ConfigError { field, message }) => {
+            PluginErrorKind::Config(ConfigError {
+                field,
+                message: s(message),
+            })
+        }
+        PluginErrorKind::AccessDenied(m) => PluginErrorKind::AccessDenied(s(m)),
+        PluginErrorKind::NotFound(m) => PluginErrorKind::NotFound(s(m)),
+        PluginErrorKind::AlreadyExists(m) => PluginErrorKind::AlreadyExists(s(m)),
+        PluginErrorKind::Remote(RemoteError { message, retryable }) => {
+            PluginErrorKind::Remote(RemoteError {
+                message: s(message),
+                retryable,
+            })
+        }
+        PluginErrorKind::Corrupt(m) => PluginErrorKind::Corrupt(s(m)),
+        PluginErrorKind::Unsupported(m) => PluginErrorKind::Unsupported(s(m)),
+        PluginErrorKind::InvalidInput(m) => PluginErrorKind::InvalidInput(s(m)),
+        PluginErrorKind::Internal(m) => PluginErrorKind::Internal(s(m)),
     }
 }

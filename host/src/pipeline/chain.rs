@@ -67,6 +67,12 @@ pub enum ChainError {
         label: String,
         reason: String,
     },
+    #[error("artifact {artifact}, object {object}: the sink reported it stored, but {reason}")]
+    NotStored {
+        artifact: String,
+        object: String,
+        reason: String,
+    },
     #[error("artifact {artifact}, object {object}: the stored object is missing")]
     Missing { artifact: String, object: String },
     #[error("the restore target stopped accepting data")]
@@ -217,6 +223,16 @@ impl Worker {
                 written,
             });
         }
+        self.confirm_stored(key, &tallies[n])
+            .await
+            .map_err(|reason| match reason {
+                Ok(reason) => ChainError::NotStored {
+                    artifact: artifact.into(),
+                    object: key.into(),
+                    reason,
+                },
+                Err(e) => at(e),
+            })?;
         for (t, codec) in self.transforms.iter_mut().zip(codecs) {
             t.close(codec).await.map_err(at)?;
         }
@@ -236,6 +252,42 @@ impl Worker {
             key: key.to_string(),
             stages,
         })
+    }
+
+    /// The post-write check: the sink is asked again for the object's size and its bytes
+    /// are read back and digested, before any manifest can reference it. A sink that says
+    /// "stored" but kept other bytes, or none, fails the run here.
+    async fn confirm_stored(
+        &mut self,
+        key: &str,
+        written: &Tally,
+    ) -> Result<(), Result<String, PluginError>> {
+        match self.sink.stat(key).await.map_err(Err)? {
+            None => return Err(Ok("it is not there when asked again".into())),
+            Some(stat) if stat.size != written.bytes => {
+                return Err(Ok(format!(
+                    "{} bytes were written, {} are there",
+                    written.bytes, stat.size
+                )));
+            }
+            Some(_) => {}
+        }
+        let download = self.sink.get(key, 0, None).await.map_err(Err)?;
+        let mut read_back = Tally::new();
+        while let Some(chunk) = self.sink.read(&download, PULL_MAX).await.map_err(Err)? {
+            read_back.add(&chunk);
+        }
+        self.sink.close_download(download).await.map_err(Err)?;
+        if read_back.bytes != written.bytes || read_back.digest() != written.digest() {
+            return Err(Ok(format!(
+                "reading it back gives {} bytes with blake3 {}, not the {} bytes with blake3 {} written",
+                read_back.bytes,
+                read_back.digest(),
+                written.bytes,
+                written.digest()
+            )));
+        }
+        Ok(())
     }
 
     /// Reads one object back through the decoders, sending its source bytes to `out`, and
@@ -295,13 +347,6 @@ impl Worker {
                     break;
                 };
                 flow.tallies[n].add(&chunk);
-                if n == 0 {
-                    deliver
-                        .emit(chunk)
-                        .await
-                        .map_err(|_| ChainError::Receiver)?;
-                    continue;
-                }
                 flow.push_through(0, chunk, &mut deliver)
                     .await
                     .map_err(|e| rejected(labels, artifact, key, e))?;
@@ -448,6 +493,10 @@ impl Flow<'_> {
         piece: Vec<u8>,
         output: &mut Output<'_>,
     ) -> Result<(), FlowError> {
+        // No stages at all: the piece goes straight out.
+        if k == self.order.len() {
+            return output.emit(piece).await.map_err(|e| (None, e));
+        }
         let i = self.order[k];
         self.transforms[i]
             .push(&self.codecs[i], piece)

@@ -68,6 +68,10 @@ pub async fn start(
 ) -> Result<StageInstance, StageError> {
     let options = stage.resolved_options(secrets)?;
     let config = serde_json::Value::Object(options).to_string();
+    let grants = StageGrants {
+        secrets: stage.resolved_secrets(secrets)?.into(),
+        ..grants
+    };
     let label = stage.label();
     let started = match stage.kind {
         StageKind::Source => {
@@ -185,8 +189,7 @@ pub fn builtin_grants(
     use crate::config::{DirAccess, DirGrant};
     let mut grants = StageGrants {
         grants: explicit.clone(),
-        keys: KeyRing::default(),
-        storage: None,
+        ..Default::default()
     };
     let path_option = |name: &str| -> Result<Vec<std::path::PathBuf>, String> {
         let values = match options.get(name) {
@@ -269,6 +272,10 @@ pub fn spec(
     secrets: &SecretResolver,
 ) -> Result<crate::pipeline::chain::StageSpec, crate::pipeline::RunError> {
     let options = stage.resolved_options(secrets)?;
+    let grants = StageGrants {
+        secrets: stage.resolved_secrets(secrets)?.into(),
+        ..grants
+    };
     Ok(crate::pipeline::chain::StageSpec {
         plugin,
         label: stage.label(),
