@@ -359,3 +359,33 @@ fn a_pinned_digest_is_enforced() {
     assert_fails(&outcome, &["refusing to run it"]);
     assert_eq!(outcome.code, Some(2));
 }
+
+#[test]
+fn a_component_of_the_wrong_world_is_refused_before_it_runs() {
+    let case = tempfile::tempdir().unwrap();
+    let sink_as_source = format!(
+        "[source]\nplugin = {:?}\n\n[sink]\ntype = \"local\"\npath = \"repo\"\n",
+        hostile("hostile-sink").display().to_string()
+    );
+    std::fs::write(case.path().join("pipeline.toml"), sink_as_source).unwrap();
+    let output = crate::runner(&["run", "pipeline.toml"], case.path());
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("hostile_sink.wasm is a sink plugin, but it is used as the source"), "{}", stderr(&output));
+    assert!(!case.path().join("repo/snapshots").exists());
+}
+
+#[test]
+fn validate_prints_the_effective_network_grants() {
+    let case = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[source]\nplugin = {:?}\nbehaviour = \"plain\"\n[source.grants]\nhttp = [\"https://*.example.com\"]\ntcp = [\"127.0.0.1:5432\"]\n\n[sink]\ntype = \"local\"\npath = \"repo\"\n",
+        hostile("hostile-source").display().to_string()
+    );
+    std::fs::write(case.path().join("pipeline.toml"), text).unwrap();
+    let output = crate::runner(&["validate", "pipeline.toml"], case.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("http https://*.example.com"), "{out}");
+    assert!(out.contains("tcp 127.0.0.1:5432"), "{out}");
+    assert!(out.contains("storage local directory"), "{out}");
+}

@@ -3,5 +3,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod compile_cache;
 mod files_source;
 mod transforms;
