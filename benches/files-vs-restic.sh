@@ -27,13 +27,14 @@ if [ ! -d "$CORPUS" ]; then
     echo "building the corpus..."
     mkdir -p "$CORPUS/text" "$CORPUS/binaries" "$CORPUS/random" "$CORPUS/small"
     # Text: source code and documentation from the Rust toolchain and the system (~300 MB).
-    find "$(rustc --print sysroot)" /usr/share/doc /usr/include -type f \( -name '*.rs' -o -name '*.h' -o -name '*.md' -o -name '*.html' -o -name 'copyright' \) 2>/dev/null \
-        | head -n 40000 | while read -r f; do cat "$f"; done | head -c 300M > "$CORPUS/text/corpus.txt"
+    # (head closes the pipe early on purpose: the SIGPIPE upstream is expected.)
+    { find "$(rustc --print sysroot)" /usr/share/doc /usr/include -type f \( -name '*.rs' -o -name '*.h' -o -name '*.md' -o -name '*.html' -o -name 'copyright' \) 2>/dev/null \
+        | while read -r f; do cat "$f"; done | head -c 300M > "$CORPUS/text/corpus.txt"; } || true
     # Binaries: shared libraries and executables (~300 MB).
-    find /usr/lib /usr/bin /root/.rustup -type f -size +100k 2>/dev/null | head -n 2000 | while read -r f; do
+    { find /usr/lib /usr/bin /root/.rustup -type f -size +100k 2>/dev/null | while read -r f; do
         cp "$f" "$CORPUS/binaries/$(echo "$f" | tr / _)" 2>/dev/null || true
         [ "$(du -sm "$CORPUS/binaries" | cut -f1)" -ge 300 ] && break
-    done
+    done; } || true
     # Incompressible: 300 MB of random bytes.
     head -c 300M /dev/urandom > "$CORPUS/random/random.bin"
     # Many small files: 20 000 files of 1-16 KiB.

@@ -19,8 +19,13 @@ const TOTAL: usize = 256 * MIB;
 async fn start(engine: &Engine, name: &str, config: &str, keys: KeyRing) -> TransformInstance {
     let builtin = runner::plugins::builtin(StageKind::Transform, name).unwrap();
     let loaded = engine.load(name, builtin.wasm).unwrap();
-    let grants = StageGrants { keys, ..Default::default() };
-    TransformInstance::start(engine, &loaded, name, config, grants, &Limits::default()).await.unwrap()
+    let grants = StageGrants {
+        keys,
+        ..Default::default()
+    };
+    TransformInstance::start(engine, &loaded, name, config, grants, &Limits::default())
+        .await
+        .unwrap()
 }
 
 fn data() -> Vec<u8> {
@@ -31,7 +36,11 @@ fn data() -> Vec<u8> {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            if (i / 4096) % 2 == 0 { b"lorem ipsum dolor sit amet "[i % 27] } else { state as u8 }
+            if (i / 4096) % 2 == 0 {
+                b"lorem ipsum dolor sit amet "[i % 27]
+            } else {
+                state as u8
+            }
         })
         .collect()
 }
@@ -39,17 +48,27 @@ fn data() -> Vec<u8> {
 #[tokio::main]
 async fn main() {
     let cache = std::env::temp_dir().join("runner-bench-cache");
-    let engine = Engine::new(EngineOptions { cache_dir: Some(cache), guest_debug: false }).unwrap();
+    let engine = Engine::new(EngineOptions {
+        cache_dir: Some(cache),
+        guest_debug: false,
+    })
+    .unwrap();
     let key: [u8; 32] = rand::random();
     let keys = KeyRing::default().with("data", Arc::new(DataKey::new("data", &key)));
-    let object = ObjectInfo { id: "bench".into(), size_hint: None };
+    let object = ObjectInfo {
+        id: "bench".into(),
+        size_hint: None,
+    };
 
     // Instantiation (compiled code cached).
     let started = Instant::now();
     for _ in 0..20 {
         start(&engine, "zstd", "{}", KeyRing::default()).await;
     }
-    println!("instantiate + configure zstd (warm cache): {:.2} ms", started.elapsed().as_secs_f64() * 1000.0 / 20.0);
+    println!(
+        "instantiate + configure zstd (warm cache): {:.2} ms",
+        started.elapsed().as_secs_f64() * 1000.0 / 20.0
+    );
 
     // Per-call cost: a pull that returns nothing, round trip through the guarded call.
     let mut checksum = start(&engine, "checksum", "{}", KeyRing::default()).await;
@@ -59,21 +78,35 @@ async fn main() {
     for _ in 0..calls {
         checksum.pull(&codec, 1024).await.unwrap();
     }
-    println!("one call into a plugin (empty pull): {:.2} µs", started.elapsed().as_secs_f64() * 1e6 / calls as f64);
+    println!(
+        "one call into a plugin (empty pull): {:.2} µs",
+        started.elapsed().as_secs_f64() * 1e6 / calls as f64
+    );
     checksum.close(codec).await.unwrap();
 
     let chunk = data();
-    println!("\n{:<10} {:>12} {:>12}", "transform", "plugin MiB/s", "native MiB/s");
-    for (name, config, k) in [("checksum", "{}", KeyRing::default()), ("zstd", r#"{"level":3}"#, KeyRing::default()), ("aes-gcm", "{}", keys.clone())] {
+    println!(
+        "\n{:<10} {:>12} {:>12}",
+        "transform", "plugin MiB/s", "native MiB/s"
+    );
+    for (name, config, k) in [
+        ("checksum", "{}", KeyRing::default()),
+        ("zstd", r#"{"level":3}"#, KeyRing::default()),
+        ("aes-gcm", "{}", keys.clone()),
+    ] {
         let mut t = start(&engine, name, config, k).await;
         let codec = t.encoder(&object).await.unwrap();
         let started = Instant::now();
         let mut out = 0usize;
         for _ in 0..TOTAL / MIB {
-            t.feed(&codec, chunk.clone(), &mut |piece| out += piece.len()).await.unwrap();
+            t.feed(&codec, chunk.clone(), &mut |piece| out += piece.len())
+                .await
+                .unwrap();
         }
         t.finish_encoder(&codec).await.unwrap();
-        t.drain(&codec, &mut |piece| out += piece.len()).await.unwrap();
+        t.drain(&codec, &mut |piece| out += piece.len())
+            .await
+            .unwrap();
         let plugin = TOTAL as f64 / MIB as f64 / started.elapsed().as_secs_f64();
         std::hint::black_box(out);
 
@@ -94,7 +127,11 @@ async fn main() {
             }
             _ => {}
         }
-        let native = if name == "zstd" { f64::NAN } else { TOTAL as f64 / MIB as f64 / started.elapsed().as_secs_f64() };
+        let native = if name == "zstd" {
+            f64::NAN
+        } else {
+            TOTAL as f64 / MIB as f64 / started.elapsed().as_secs_f64()
+        };
         println!("{name:<10} {plugin:>12.0} {native:>12.0}");
     }
     println!("(zstd natively: see `zstd -b3`; the plugin is C zstd built for wasm32-wasip2)");

@@ -370,7 +370,12 @@ fn a_component_of_the_wrong_world_is_refused_before_it_runs() {
     std::fs::write(case.path().join("pipeline.toml"), sink_as_source).unwrap();
     let output = crate::runner(&["run", "pipeline.toml"], case.path());
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("hostile_sink.wasm is a sink plugin, but it is used as the source"), "{}", stderr(&output));
+    assert!(
+        stderr(&output)
+            .contains("hostile_sink.wasm is a sink plugin, but it is used as the source"),
+        "{}",
+        stderr(&output)
+    );
     assert!(!case.path().join("repo/snapshots").exists());
 }
 

@@ -74,6 +74,7 @@ pub async fn run(ctx: &Context, tags: Vec<String>) -> Result<BackupSummary, RunE
     let spec = ChainSpec {
         transforms,
         sink: ctx.sink_spec()?,
+        read_back_writes: matches!(pipeline.sink.plugin, crate::config::PluginRef::Path { .. }),
     };
     let (source_stage, source_plugin) = &loaded[0];
     let source_spec = stages::spec(
@@ -159,15 +160,7 @@ async fn read_artifacts(
             while !data.is_empty() {
                 if current.is_none() {
                     let key = repository.object_key(snapshot, &artifact.name, pending.len());
-                    let (chunks, receiver) = mpsc::channel(4);
-                    let (done, result) = oneshot::channel();
-                    pool.submit(Job::Encode {
-                        artifact: artifact.name.clone(),
-                        key,
-                        chunks: receiver,
-                        done,
-                    })
-                    .await;
+                    let (chunks, result) = submit_encode(pool, &artifact.name, key).await;
                     pending.push(result);
                     current = Some((chunks, 0));
                 }
@@ -193,29 +186,14 @@ async fn read_artifacts(
         }
         if pending.is_empty() && !worker_gone {
             // An empty artifact still becomes one (empty) object, so it restores.
-            let (_, receiver) = mpsc::channel(1);
-            let (done, result) = oneshot::channel();
             let key = repository.object_key(snapshot, &artifact.name, 0);
-            pool.submit(Job::Encode {
-                artifact: artifact.name.clone(),
-                key,
-                chunks: receiver,
-                done,
-            })
-            .await;
+            let (_, result) = submit_encode(pool, &artifact.name, key).await;
             pending.push(result);
         }
         drop(current);
         let mut objects = Vec::new();
         for result in pending {
-            let record = result
-                .await
-                .map_err(|_| RunError::Failed("a worker stopped unexpectedly".into()))?
-                .map_err(|source| RunError::Chain {
-                    snapshot: snapshot.into(),
-                    source,
-                })?;
-            objects.push(record);
+            objects.push(workers::outcome(result, snapshot).await?);
         }
         let learned = source.finish_read(reader).await?;
         let mut metadata: BTreeMap<String, String> = artifact.metadata.into_iter().collect();
@@ -232,6 +210,27 @@ async fn read_artifacts(
     }
     source.close_backup(session).await?;
     Ok(records)
+}
+
+/// Starts encoding one object on the pool; returns where its chunks go and where its record comes from.
+async fn submit_encode(
+    pool: &Pool,
+    artifact: &str,
+    key: String,
+) -> (
+    mpsc::Sender<Vec<u8>>,
+    oneshot::Receiver<Result<ObjectRecord, ChainError>>,
+) {
+    let (chunks, receiver) = mpsc::channel(4);
+    let (done, result) = oneshot::channel();
+    pool.submit(Job::Encode {
+        artifact: artifact.to_string(),
+        key,
+        chunks: receiver,
+        done,
+    })
+    .await;
+    (chunks, result)
 }
 
 fn hostname() -> String {

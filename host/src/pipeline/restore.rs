@@ -253,6 +253,7 @@ pub async fn recorded_chain(
     Ok(ChainSpec {
         transforms,
         sink: ctx.sink_spec()?,
+        read_back_writes: false,
     })
 }
 
@@ -294,13 +295,7 @@ pub async fn decode_artifact(
                 delivered = each(chunk).await;
             }
         }
-        result
-            .await
-            .map_err(|_| RunError::Failed("a worker stopped unexpectedly".into()))?
-            .map_err(|source| RunError::Chain {
-                snapshot: snapshot.into(),
-                source,
-            })?;
+        workers::outcome(result, snapshot).await?;
         delivered?;
     }
 }

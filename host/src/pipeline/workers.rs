@@ -8,6 +8,7 @@ use tokio::task::JoinHandle;
 
 use crate::engine::{Engine, PluginError};
 use crate::manifest::ObjectRecord;
+use crate::pipeline::RunError;
 use crate::pipeline::chain::{ChainError, ChainSpec, Worker};
 
 pub enum Job {
@@ -23,6 +24,20 @@ pub enum Job {
         out: mpsc::Sender<Vec<u8>>,
         done: oneshot::Sender<Result<(), ChainError>>,
     },
+}
+
+/// The result of one job, as a run error naming the snapshot.
+pub async fn outcome<T>(
+    result: oneshot::Receiver<Result<T, ChainError>>,
+    snapshot: &str,
+) -> Result<T, RunError> {
+    result
+        .await
+        .map_err(|_| RunError::Failed("a worker stopped unexpectedly".into()))?
+        .map_err(|source| RunError::Chain {
+            snapshot: snapshot.into(),
+            source,
+        })
 }
 
 pub struct Pool {

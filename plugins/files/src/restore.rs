@@ -174,7 +174,7 @@ impl RestoreSession for FilesRestore {
         }
         session.closed = true;
         let moved = match session.staging {
-            Some(_) => move_into_place(&mut session),
+            Some(_) => files::sync(&session.target).and_then(|()| move_into_place(&mut session)),
             None => {
                 describe_dry_run(&mut session);
                 Ok(())
