@@ -283,6 +283,20 @@ fn a_plugin_that_loops_or_blocks_is_stopped_by_its_call_timeout() {
 }
 
 #[test]
+fn a_plugin_that_outlives_its_run_timeout_is_stopped() {
+    let case = tempfile::tempdir().unwrap();
+    let outcome = run_source(
+        case.path(),
+        "behaviour = \"loop\"\n[source.limits]\nrun_timeout = \"3s\"",
+        LOCAL_SINK,
+    );
+    assert_fails(
+        &outcome,
+        &["source (hostile_source.wasm)", "run_timeout", "3s"],
+    );
+}
+
+#[test]
 fn a_plugin_that_grows_without_bound_is_stopped_by_its_memory_limit() {
     let case = tempfile::tempdir().unwrap();
     let outcome = run_source(
@@ -383,13 +397,20 @@ fn a_component_of_the_wrong_world_is_refused_before_it_runs() {
 fn validate_prints_the_effective_network_grants() {
     let case = tempfile::tempdir().unwrap();
     let text = format!(
-        "[source]\nplugin = {:?}\nbehaviour = \"plain\"\n[source.grants]\nhttp = [\"https://*.example.com\"]\ntcp = [\"127.0.0.1:5432\"]\n\n[sink]\ntype = \"local\"\npath = \"repo\"\n",
+        "[repository]\npassphrase = \"${{env:SANDBOX_PASSPHRASE}}\"\n\n[source]\nplugin = {:?}\nbehaviour = \"plain\"\n[source.grants]\nhttp = [\"https://*.example.com\"]\ntcp = [\"127.0.0.1:5432\"]\nkeys = [\"data\"]\n\n[sink]\ntype = \"local\"\npath = \"repo\"\n",
         hostile("hostile-source").display().to_string()
     );
     std::fs::write(case.path().join("pipeline.toml"), text).unwrap();
-    let output = crate::runner(&["validate", "pipeline.toml"], case.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["validate", "pipeline.toml"])
+        .current_dir(case.path())
+        .env("RUNNER_CACHE_DIR", crate::common::cache_dir())
+        .env("SANDBOX_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let out = stdout(&output);
+    assert!(out.contains("key data"), "{out}");
     assert!(out.contains("http https://*.example.com"), "{out}");
     assert!(out.contains("tcp 127.0.0.1:5432"), "{out}");
     assert!(out.contains("storage local directory"), "{out}");

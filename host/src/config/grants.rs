@@ -9,7 +9,12 @@ pub struct Grants {
     pub dirs: Vec<DirGrant>,
     pub http: Vec<HttpGrant>,
     pub tcp: Vec<TcpGrant>,
+    /// Repository keys the plugin may seal and open with, by name (only "data" exists).
+    pub keys: Vec<String>,
 }
+
+/// The key names a stage can be granted.
+pub const KEY_NAMES: &[&str] = &["data"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirGrant {

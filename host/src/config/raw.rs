@@ -15,7 +15,7 @@ pub(super) type Key<'t> = Spanned<DeString<'t>>;
 const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "repository", "source", "transform", "sink"];
 const PIPELINE_KEYS: &[&str] = &["name"];
 const REPOSITORY_KEYS: &[&str] = &["passphrase", "key_file"];
-const GRANT_KEYS: &[&str] = &["dirs", "http", "tcp"];
+const GRANT_KEYS: &[&str] = &["dirs", "http", "tcp", "keys"];
 const DIR_GRANT_KEYS: &[&str] = &["path", "access"];
 const LIMIT_KEYS: &[&str] = &["memory", "call_timeout", "run_timeout", "max_chunk"];
 
@@ -54,6 +54,7 @@ pub(super) struct RawGrants {
     pub dirs: Vec<RawDirGrant>,
     pub http: Vec<Spanned<String>>,
     pub tcp: Vec<Spanned<String>>,
+    pub keys: Vec<Spanned<String>>,
 }
 
 pub(super) struct RawDirGrant {
@@ -256,17 +257,17 @@ impl<'t> Reader<'_, 't> {
                     }
                 }
                 _ => {
-                    let expected = if key_name == "http" {
-                        "a list of \"scheme://host[:port]\" strings"
-                    } else {
-                        "a list of \"host:port\" strings"
+                    let expected = match key_name.as_str() {
+                        "http" => "a list of \"scheme://host[:port]\" strings",
+                        "keys" => "a list of key names (\"data\")",
+                        _ => "a list of \"host:port\" strings",
                     };
                     let items = self.array(value, expected);
                     let strings = items.into_iter().filter_map(|item| self.string(item));
-                    if key_name == "http" {
-                        grants.http.extend(strings)
-                    } else {
-                        grants.tcp.extend(strings)
+                    match key_name.as_str() {
+                        "http" => grants.http.extend(strings),
+                        "keys" => grants.keys.extend(strings),
+                        _ => grants.tcp.extend(strings),
                     }
                 }
             }

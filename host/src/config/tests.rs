@@ -655,3 +655,11 @@ fn load_reads_files_and_reports_unreadable_ones() {
         dir.path().join("absent.toml").display()
     )));
 }
+
+#[test]
+fn key_grants_name_known_keys() {
+    let text = "[source]\ntype = \"files\"\n[source.grants]\nkeys = [\"data\", \"admin\"]\n\n[sink]\ntype = \"local\"\n";
+    assert_error(text, 4, 18, "unknown key \"admin\"; expected one of: data");
+    let pipeline = parse("[source]\ntype = \"files\"\n[source.grants]\nkeys = [\"data\"]\n\n[sink]\ntype = \"local\"\n").unwrap();
+    assert_eq!(pipeline.source.grants.keys, vec!["data".to_string()]);
+}

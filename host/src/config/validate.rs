@@ -317,6 +317,20 @@ impl Validator<'_, '_> {
                 ),
             }
         }
+        for key in raw.keys {
+            if super::grants::KEY_NAMES.contains(&key.get_ref().as_str()) {
+                grants.keys.push(key.get_ref().clone());
+            } else {
+                let known = super::grants::KEY_NAMES.join(", ");
+                self.error(
+                    key.span(),
+                    format!(
+                        "unknown key \"{}\"; expected one of: {known}",
+                        key.get_ref()
+                    ),
+                );
+            }
+        }
         grants
     }
 

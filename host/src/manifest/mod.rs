@@ -41,6 +41,9 @@ pub struct StageInfo {
     pub wasm_sha256: String,
     /// The stage's options as written, secret references in place of secrets.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// Repository keys the stage was granted by name, granted again to read it back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -50,6 +50,7 @@ pub async fn run(ctx: &Context, tags: Vec<String>) -> Result<BackupSummary, RunE
             version: info.version,
             wasm_sha256: hex::encode(plugin.digest),
             config: stage.redacted_options(),
+            keys: stage.grants.keys.clone(),
         });
     }
 

@@ -230,7 +230,10 @@ pub async fn recorded_chain(
             StageKind::Transform,
             builtin,
             &info.config,
-            &Default::default(),
+            &crate::config::Grants {
+                keys: info.keys.clone(),
+                ..Default::default()
+            },
             ctx.pipeline.base_dir(),
             Purpose::Backup,
             repository.keys(),

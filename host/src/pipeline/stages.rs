@@ -253,6 +253,17 @@ pub fn builtin_grants(
                 .ok_or("the local sink needs `path`")?;
             grants.storage = Some(Storage::local(&path).map_err(|e| format!("{e:#}"))?);
         }
+        _ if !explicit.keys.is_empty() => {
+            // Keys written in the stage's grants (a third-party encrypting transform).
+            let keys = keys.ok_or(
+                "its grants name repository keys: set [repository] passphrase or key_file",
+            )?;
+            for name in &explicit.keys {
+                if name == "data" {
+                    grants.keys = std::mem::take(&mut grants.keys).with("data", keys.data.clone());
+                }
+            }
+        }
         (StageKind::Transform, Some("aes-gcm")) => match keys {
             Some(keys) => grants.keys = KeyRing::default().with("data", keys.data.clone()),
             None => {
