@@ -222,7 +222,9 @@ async fn submit_encode(
     mpsc::Sender<Vec<u8>>,
     oneshot::Receiver<Result<ObjectRecord, ChainError>>,
 ) {
-    let (chunks, receiver) = mpsc::channel(4);
+    // A whole object may wait in memory, so the reader moves on to the next object (and
+    // the next worker) instead of pacing itself to the slowest worker.
+    let (chunks, receiver) = mpsc::channel(OBJECT_SIZE / CHUNK as usize);
     let (done, result) = oneshot::channel();
     pool.submit(Job::Encode {
         artifact: artifact.to_string(),
