@@ -98,6 +98,24 @@ impl FileRoots {
     }
 }
 
+impl FileRoots {
+    /// Two writable paths under one root for a two-path operation (`what` the first,
+    /// replacing the second); neither may be the root itself.
+    fn locate_pair(
+        &self,
+        root: &str,
+        from: &[u8],
+        to: &[u8],
+        what: &str,
+    ) -> Result<(Location, Location), Error> {
+        let from = self.locate(root, from, true)?;
+        let to = self.locate(root, to, true)?;
+        from.not_root(what)?;
+        to.not_root("replace")?;
+        Ok((from, to))
+    }
+}
+
 /// A checked path under a root: what the blocking calls act on.
 struct Location {
     root: Arc<Dir>,
@@ -561,13 +579,7 @@ impl Host for HostState {
         existing: Vec<u8>,
         new: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let located = self.files.locate(&root, &existing, true).and_then(|from| {
-            let to = self.files.locate(&root, &new, true)?;
-            from.not_root("link to")?;
-            to.not_root("replace")?;
-            Ok((from, to))
-        });
-        let (from, to) = match located {
+        let (from, to) = match self.files.locate_pair(&root, &existing, &new, "link to") {
             Ok(pair) => pair,
             Err(e) => return Ok(Err(e)),
         };
@@ -666,13 +678,7 @@ impl Host for HostState {
         from: Vec<u8>,
         to: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let located = self.files.locate(&root, &from, true).and_then(|from| {
-            let to = self.files.locate(&root, &to, true)?;
-            from.not_root("rename")?;
-            to.not_root("replace")?;
-            Ok((from, to))
-        });
-        let (from, to) = match located {
+        let (from, to) = match self.files.locate_pair(&root, &from, &to, "rename") {
             Ok(pair) => pair,
             Err(e) => return Ok(Err(e)),
         };
