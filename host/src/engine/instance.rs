@@ -268,6 +268,17 @@ impl<B> PluginInstance<B> {
             })
     }
 
+    /// Drops a guest resource (a session, reader, writer or codec) the host holds.
+    pub(crate) async fn release(
+        &mut self,
+        resource: wasmtime::component::ResourceAny,
+    ) -> Result<(), PluginError> {
+        self.call("drop", |store, _| {
+            Box::pin(async move { resource.resource_drop_async(store).await })
+        })
+        .await
+    }
+
     /// Rejects output larger than asked for or than the stage's `max_chunk`.
     pub(crate) fn check_chunk(
         &self,

@@ -89,7 +89,7 @@ impl SinkInstance {
                 })
             })
             .await;
-        self.drop_resource(resource).await?;
+        self.inner.release(resource).await?;
         stat
     }
 
@@ -105,7 +105,7 @@ impl SinkInstance {
                 })
             })
             .await?;
-        self.drop_resource(resource).await
+        self.inner.release(resource).await
     }
 
     pub async fn stat(&mut self, key: &str) -> Result<Option<ObjectStat>, PluginError> {
@@ -161,7 +161,7 @@ impl SinkInstance {
     }
 
     pub async fn close_download(&mut self, download: ObjectDownload) -> Result<(), PluginError> {
-        self.drop_resource(download.0).await
+        self.inner.release(download.0).await
     }
 
     pub async fn list(
@@ -208,14 +208,6 @@ impl SinkInstance {
         self.inner
             .call_result("check", |store, b| {
                 Box::pin(async move { b.runner_plugin_sink().call_check(store).await })
-            })
-            .await
-    }
-
-    async fn drop_resource(&mut self, resource: ResourceAny) -> Result<(), PluginError> {
-        self.inner
-            .call("drop", |store, _| {
-                Box::pin(async move { resource.resource_drop_async(store).await })
             })
             .await
     }

@@ -17,7 +17,7 @@ pub struct SourceInstance {
     inner: PluginInstance<SourcePlugin>,
 }
 
-/// Guest resources, released with [`SourceInstance::release`].
+/// Guest resources, released when the call that ends them returns.
 pub struct BackupSession(ResourceAny);
 pub struct ArtifactReader(ResourceAny);
 pub struct RestoreSession(ResourceAny);
@@ -148,7 +148,7 @@ impl SourceInstance {
                 })
             })
             .await;
-        self.release(resource).await?;
+        self.inner.release(resource).await?;
         metadata
     }
 
@@ -165,7 +165,7 @@ impl SourceInstance {
                 })
             })
             .await;
-        self.release(resource).await?;
+        self.inner.release(resource).await?;
         closed
     }
 
@@ -236,7 +236,7 @@ impl SourceInstance {
                 })
             })
             .await;
-        self.release(resource).await?;
+        self.inner.release(resource).await?;
         finished
     }
 
@@ -256,7 +256,7 @@ impl SourceInstance {
                 })
             })
             .await;
-        self.release(resource).await?;
+        self.inner.release(resource).await?;
         reports
     }
 
@@ -272,14 +272,6 @@ impl SourceInstance {
                 })
             })
             .await?;
-        self.release(resource).await
-    }
-
-    async fn release(&mut self, resource: ResourceAny) -> Result<(), PluginError> {
-        self.inner
-            .call("drop", |store, _| {
-                Box::pin(async move { resource.resource_drop_async(store).await })
-            })
-            .await
+        self.inner.release(resource).await
     }
 }

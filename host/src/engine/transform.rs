@@ -154,11 +154,7 @@ impl TransformInstance {
 
     /// Releases a codec's resource in the guest.
     pub async fn close(&mut self, codec: Codec) -> Result<(), PluginError> {
-        self.inner
-            .call("drop", |store, _| {
-                Box::pin(async move { codec.resource.resource_drop_async(store).await })
-            })
-            .await
+        self.inner.release(codec.resource).await
     }
 
     /// Pushes one input chunk and appends everything the codec has ready to `output`.
