@@ -12,3 +12,4 @@ pub mod manifest;
 pub mod pipeline;
 pub mod plugins;
 pub mod repository;
+pub mod sinks;

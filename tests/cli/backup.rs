@@ -7,18 +7,28 @@ use std::process::{Command, Output};
 use crate::common::tree;
 use crate::{stderr, stdout};
 
-const PASSPHRASE: &str = "correct horse battery staple";
-const CHAIN: &str = "[[transform]]\ntype = \"checksum\"\n\n[[transform]]\ntype = \"zstd\"\nlevel = 3\n\n[[transform]]\ntype = \"aes-gcm\"\n";
+pub const PASSPHRASE: &str = "correct horse battery staple";
+pub const CHAIN: &str = "[[transform]]\ntype = \"checksum\"\n\n[[transform]]\ntype = \"zstd\"\nlevel = 3\n\n[[transform]]\ntype = \"aes-gcm\"\n";
+
+/// The `[sink]` table of a repository in `repo/` next to the pipeline.
+pub const LOCAL_SINK: &str = "[sink]\ntype = \"local\"\npath = \"repo\"\n";
 
 /// A directory with a data tree, a pipeline file backing it up, and a repository.
 pub struct Setup {
     pub dir: tempfile::TempDir,
+    sink: String,
 }
 
 impl Setup {
     pub fn new(chain: &str) -> Self {
+        Self::with_sink(chain, LOCAL_SINK)
+    }
+
+    /// A pipeline storing into the given `[sink]` table.
+    pub fn with_sink(chain: &str, sink: &str) -> Self {
         let setup = Setup {
             dir: tempfile::tempdir().unwrap(),
+            sink: sink.to_string(),
         };
         std::fs::create_dir(setup.data()).unwrap();
         setup.write_pipeline(chain);
@@ -37,9 +47,17 @@ impl Setup {
         self.dir.path().join("pipeline.toml")
     }
 
+    /// Points the pipeline at another `[sink]` table, keeping the chain.
+    pub fn write_sink(&self, sink: &str) {
+        let text = std::fs::read_to_string(self.pipeline()).unwrap();
+        let head = &text[..text.find("[sink]").unwrap()];
+        std::fs::write(self.pipeline(), format!("{head}{sink}")).unwrap();
+    }
+
     pub fn write_pipeline(&self, chain: &str) {
         let text = format!(
-            "[repository]\npassphrase = \"${{env:TEST_PASSPHRASE}}\"\n\n[source]\ntype = \"files\"\npaths = [\"data\"]\n\n{chain}\n[sink]\ntype = \"local\"\npath = \"repo\"\n"
+            "[repository]\npassphrase = \"${{env:TEST_PASSPHRASE}}\"\n\n[source]\ntype = \"files\"\npaths = [\"data\"]\n\n{chain}\n{}",
+            self.sink
         );
         std::fs::write(self.pipeline(), text).unwrap();
     }
@@ -98,7 +116,7 @@ fn is_empty_dir(path: &Path) -> bool {
 }
 
 /// Runs a command to completion and returns its output with its peak RSS in bytes.
-fn run_measured(mut cmd: Command) -> (Output, u64) {
+pub fn run_measured(mut cmd: Command) -> (Output, u64) {
     use std::os::unix::process::ExitStatusExt;
     let child = cmd
         .stdout(std::process::Stdio::piped())

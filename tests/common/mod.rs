@@ -1,7 +1,10 @@
 //! Helpers shared by the end-to-end tests: engines, built-in transforms, deterministic data.
 #![allow(dead_code)]
 
+pub mod drive_fake;
+pub mod fault_proxy;
 pub mod fixtures;
+pub mod s3_server;
 pub mod tree;
 
 use std::path::PathBuf;

@@ -5,4 +5,5 @@ mod common;
 
 mod compile_cache;
 mod files_source;
+mod remote_sinks;
 mod transforms;

@@ -21,8 +21,24 @@ const LOCAL_TMP_DIR: &str = ".runner-tmp";
 #[derive(Clone)]
 pub struct Storage {
     operator: Operator,
-    max_object_size: Option<u64>,
+    options: StorageOptions,
     description: Arc<str>,
+}
+
+/// How the service uses a backend, beyond what OpenDAL's capabilities say.
+#[derive(Clone, Debug, Default)]
+pub struct StorageOptions {
+    /// The largest object the backend takes; writers past it fail, and the host cuts
+    /// artifacts into objects that fit.
+    pub max_object_size: Option<u64>,
+    /// Upload in parts of this size (multipart), so memory stays bounded by
+    /// `part_size * concurrent_parts` per open writer; for a backend that takes an object in
+    /// one request, the size it is buffered up to.
+    pub part_size: Option<usize>,
+    pub concurrent_parts: usize,
+    /// Put-if-absent by a stat before the write, for servers without conditional writes
+    /// (racy between two writers; a conditional write is not).
+    pub if_absent_by_stat: bool,
 }
 
 impl std::fmt::Debug for Storage {
@@ -32,6 +48,14 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
+    pub fn new(operator: Operator, options: StorageOptions, description: String) -> Self {
+        Storage {
+            operator,
+            options,
+            description: description.into(),
+        }
+    }
+
     /// A local directory, created when missing. Writes go to a temporary file in the
     /// same directory tree and are renamed into place, so a killed process never leaves
     /// a half-written object under its final name.
@@ -43,15 +67,19 @@ impl Storage {
         let builder = opendal::services::Fs::default()
             .root(&root_str)
             .atomic_write_dir(&tmp.to_string_lossy());
-        Ok(Storage {
-            operator: Operator::new(builder)?,
-            max_object_size: None,
-            description: format!("local directory {}", root.display()).into(),
-        })
+        Ok(Storage::new(
+            Operator::new(builder)?,
+            StorageOptions::default(),
+            format!("local directory {}", root.display()),
+        ))
     }
 
     pub fn operator(&self) -> &Operator {
         &self.operator
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
     }
 }
 
@@ -96,6 +124,7 @@ pub struct StorageWriter {
     path: String,
     writer: Option<opendal::Writer>,
     written: u64,
+    max_size: Option<u64>,
 }
 
 pub struct StorageReader {
@@ -105,12 +134,16 @@ pub struct StorageReader {
 }
 
 impl HostState {
-    /// The stage's storage operator (cloned: host calls must not hold `&self` across awaits).
-    fn operator(&self) -> Result<Operator, Error> {
+    /// The stage's storage (cloned: host calls must not hold `&self` across awaits).
+    fn granted_storage(&self) -> Result<Storage, Error> {
         self.storage
-            .as_ref()
-            .map(|s| s.operator.clone())
+            .clone()
             .ok_or_else(|| Error::AccessDenied("no storage is granted to this stage".into()))
+    }
+
+    /// The stage's storage operator.
+    fn operator(&self) -> Result<Operator, Error> {
+        self.granted_storage().map(|s| s.operator)
     }
 }
 
@@ -120,21 +153,38 @@ impl Host for HostState {
         path: String,
         if_absent: bool,
     ) -> wasmtime::Result<Result<Resource<StorageWriter>, Error>> {
-        let op = self.operator();
+        let storage = self.granted_storage();
         let opened = async {
-            let op = op?;
+            let storage = storage?;
+            let (op, options) = (&storage.operator, &storage.options);
             checked_path(&path)?;
-            op.writer_with(&path)
-                .if_not_exists(if_absent)
-                .await
-                .map_err(contract_error)
+            if if_absent && options.if_absent_by_stat {
+                match op.stat(&path).await {
+                    Ok(_) => {
+                        return Err(Error::AlreadyExists(format!("{path} already exists")));
+                    }
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(contract_error(e)),
+                }
+            }
+            let mut writer = op
+                .writer_with(&path)
+                .if_not_exists(if_absent && !options.if_absent_by_stat);
+            if let Some(part_size) = options.part_size {
+                writer = writer
+                    .chunk(part_size)
+                    .concurrent(options.concurrent_parts.max(1));
+            }
+            let writer = writer.await.map_err(contract_error)?;
+            Ok((writer, options.max_object_size))
         }
         .await;
         Ok(match opened {
-            Ok(writer) => Ok(self.table.push(StorageWriter {
+            Ok((writer, max_size)) => Ok(self.table.push(StorageWriter {
                 path,
                 writer: Some(writer),
                 written: 0,
+                max_size,
             })?),
             Err(e) => Err(e),
         })
@@ -242,7 +292,7 @@ impl Host for HostState {
     }
 
     async fn max_object_size(&mut self) -> wasmtime::Result<Option<u64>> {
-        Ok(self.storage.as_ref().and_then(|s| s.max_object_size))
+        Ok(self.storage.as_ref().and_then(|s| s.options.max_object_size))
     }
 
     async fn check(&mut self) -> wasmtime::Result<Result<(), Error>> {
@@ -269,6 +319,14 @@ impl HostWriter for HostState {
             ))));
         };
         let len = chunk.len() as u64;
+        if let Some(max) = state.max_size.filter(|max| state.written + len > *max) {
+            let _ = inner.abort().await;
+            state.writer = None;
+            return Ok(Err(Error::InvalidInput(format!(
+                "{} would exceed the storage's maximum object size of {max} bytes",
+                state.path
+            ))));
+        }
         Ok(match inner.write(chunk).await {
             Ok(()) => {
                 state.written += len;

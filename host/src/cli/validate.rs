@@ -1,5 +1,6 @@
 //! `runner validate PIPELINE`: syntax, plugins, their options, secret references and the
-//! effective grants of every stage, without touching the source or the sink's data.
+//! effective grants of every stage, without touching the source or the sink's data; with
+//! `--check-remote`, also that the sink is reachable and writable.
 
 use crate::capabilities::StageGrants;
 use crate::cli::{CliError, Globals};
@@ -14,6 +15,10 @@ use std::path::PathBuf;
 pub struct Args {
     /// The pipeline file.
     pipeline: PathBuf,
+    /// Also check that the sink is reachable and writable: write, read back and delete one
+    /// small probe object (outside the repository's objects).
+    #[arg(long)]
+    check_remote: bool,
 }
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
@@ -43,11 +48,17 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
     if !problems.is_empty() {
         return Err(config_failure(problems));
     }
+    let remote = if args.check_remote {
+        let context = crate::pipeline::Context::new(engine.clone(), pipeline.clone());
+        Some(crate::pipeline::probe::check_sink(&context).await?)
+    } else {
+        None
+    };
 
     if globals.json {
         println!(
             "{}",
-            serde_json::json!({ "pipeline": pipeline.name, "file": args.pipeline, "valid": true, "stages": report })
+            serde_json::json!({ "pipeline": pipeline.name, "file": args.pipeline, "valid": true, "stages": report, "sink_check": remote })
         );
     } else {
         println!(
@@ -72,6 +83,13 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
             );
         }
     }
+    if let (Some(check), false) = (&remote, globals.json) {
+        println!(
+            "  sink check: {} reachable and writable ({})",
+            check["storage"].as_str().unwrap_or_default(),
+            check["summary"].as_str().unwrap_or_default()
+        );
+    }
     Ok(())
 }
 
@@ -91,12 +109,8 @@ async fn check_stage(
                 grants: stage.grants.clone(),
                 ..Default::default()
             },
-            stage.options.get("path").and_then(|p| p.as_str()).map(|p| {
-                format!(
-                    "storage local directory {}",
-                    pipeline.base_dir().join(p).display()
-                )
-            }),
+            crate::sinks::describe_storage(stage, pipeline.base_dir(), secrets)?
+                .map(|storage| format!("storage {storage}")),
         ),
         _ => (
             stages::implied_grants(stage, pipeline, Purpose::Backup, keys)?,

@@ -211,4 +211,10 @@ impl SinkInstance {
             })
             .await
     }
+
+    /// Copies of every linear memory of the instance. Empty unless the engine was built
+    /// with `guest_debug` (tests use it to prove storage credentials never enter the plugin).
+    pub fn linear_memories(&mut self) -> Vec<Vec<u8>> {
+        self.inner.linear_memories()
+    }
 }

@@ -14,7 +14,7 @@ use crate::manifest::{ArtifactRecord, MANIFEST_FORMAT, Manifest, ObjectRecord, S
 use crate::pipeline::chain::{ChainError, ChainSpec};
 use crate::pipeline::stages::{self, Purpose};
 use crate::pipeline::workers::{self, Job, Pool};
-use crate::pipeline::{CHUNK, Context, OBJECT_SIZE, RunError, failpoint};
+use crate::pipeline::{CHUNK, Context, OBJECT_SIZE, RunError, failpoint, object_size};
 use crate::repository::Repository;
 
 /// What a committed backup did.
@@ -147,6 +147,7 @@ async fn read_artifacts(
     pool: &Pool,
     snapshot: &str,
 ) -> Result<Vec<ArtifactRecord>, RunError> {
+    let object_size = object_size(repository.max_object_size().await?);
     let session = source.begin_backup(None).await?;
     let listed = source.artifacts(&session).await?;
     let mut records = Vec::new();
@@ -166,7 +167,7 @@ async fn read_artifacts(
                     current = Some((chunks, 0));
                 }
                 let (chunks, filled) = current.as_mut().expect("an object is open");
-                let room = OBJECT_SIZE - *filled;
+                let room = object_size - *filled;
                 let piece = if data.len() > room {
                     let rest = data.split_off(room);
                     std::mem::replace(&mut data, rest)
@@ -179,7 +180,7 @@ async fn read_artifacts(
                     worker_gone = true;
                     break 'read;
                 }
-                if *filled == OBJECT_SIZE {
+                if *filled == object_size {
                     current = None;
                     failpoint::hit("after-object");
                 }

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod chain;
 pub mod failpoint;
+pub mod probe;
 pub mod restore;
 pub mod stages;
 pub mod verify;
@@ -20,6 +21,25 @@ pub const CHUNK: u32 = 1 << 20;
 /// Source bytes per stored object: bounded, so parallel encoding, resumable transfers,
 /// sinks with object size limits and (later) deduplication all work on the same format.
 pub const OBJECT_SIZE: usize = 16 << 20;
+
+/// Source bytes per object for a sink that takes objects of at most `max_object_size`:
+/// below the limit by a margin for what transforms add (zstd's worst case is +0.4%,
+/// aes-gcm's 16 bytes per MiB plus a header), in whole chunks.
+pub fn object_size(max_object_size: Option<u64>) -> usize {
+    match max_object_size {
+        None => OBJECT_SIZE,
+        Some(max) => {
+            let room = max.saturating_sub(max / 32 + (64 << 10)) as usize;
+            // Whole chunks where the limit allows, so reads are not split needlessly.
+            let size = if room >= CHUNK as usize {
+                room / CHUNK as usize * CHUNK as usize
+            } else {
+                room
+            };
+            size.clamp(1, OBJECT_SIZE)
+        }
+    }
+}
 
 /// Why a run, restore or verify failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,12 +111,11 @@ impl Context {
     pub fn sink_spec(&self) -> Result<StageSpec, RunError> {
         let stage = &self.pipeline.sink;
         let plugin = stages::load_plugin(&self.engine, stage)?;
-        stages::spec(
-            stage,
-            plugin,
-            stages::implied_grants(stage, &self.pipeline, stages::Purpose::Backup, None)?,
-            &self.secrets,
-        )
+        let mut grants =
+            stages::implied_grants(stage, &self.pipeline, stages::Purpose::Backup, None)?;
+        grants.storage =
+            crate::sinks::open_storage(stage, self.pipeline.base_dir(), &self.secrets)?;
+        stages::spec(stage, plugin, grants, &self.secrets)
     }
 
     /// Opens the pipeline's repository (creating it when `create`), checking the key.

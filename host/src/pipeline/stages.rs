@@ -66,7 +66,7 @@ pub async fn start(
     grants: StageGrants,
     secrets: &SecretResolver,
 ) -> Result<StageInstance, StageError> {
-    let options = stage.resolved_options(secrets)?;
+    let options = plugin_options(stage, secrets)?;
     let config = serde_json::Value::Object(options).to_string();
     let grants = StageGrants {
         secrets: stage.resolved_secrets(secrets)?.into(),
@@ -145,8 +145,9 @@ pub enum Purpose {
 }
 
 /// The grants a stage runs with: what its table grants explicitly, plus what a built-in
-/// plugin's own options imply (the files source may read its `paths`; the local sink's
-/// storage is its `path`; the aes-gcm transform may use the repository's data key).
+/// plugin's own options imply (the files source may read its `paths`; the aes-gcm
+/// transform may use the repository's data key). A storage sink's storage is opened by
+/// [`crate::sinks::open_storage`].
 /// A plugin loaded from a file gets only what is written.
 pub fn implied_grants(
     stage: &StageConfig,
@@ -185,7 +186,7 @@ pub fn builtin_grants(
     purpose: Purpose,
     keys: Option<&crate::repository::keys::RepoKeys>,
 ) -> Result<StageGrants, String> {
-    use crate::capabilities::{KeyRing, Storage};
+    use crate::capabilities::KeyRing;
     use crate::config::{DirAccess, DirGrant};
     let mut grants = StageGrants {
         grants: explicit.clone(),
@@ -246,13 +247,6 @@ pub fn builtin_grants(
                 return Err("restoring files needs --target DIR".into());
             }
         },
-        (StageKind::Sink, Some("local")) => {
-            let path = path_option("path")?
-                .into_iter()
-                .next()
-                .ok_or("the local sink needs `path`")?;
-            grants.storage = Some(Storage::local(&path).map_err(|e| format!("{e:#}"))?);
-        }
         _ if !explicit.keys.is_empty() => {
             // Keys written in the stage's grants (a third-party encrypting transform).
             let keys = keys.ok_or(
@@ -275,6 +269,20 @@ pub fn builtin_grants(
     Ok(grants)
 }
 
+/// The options a stage's plugin receives: secret references resolved, except for sinks
+/// whose storage the host opens — their credentials stay in the host, the plugin sees the
+/// references as written.
+fn plugin_options(
+    stage: &StageConfig,
+    secrets: &SecretResolver,
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    if crate::sinks::host_opens_storage(stage) {
+        Ok(stage.redacted_options())
+    } else {
+        stage.resolved_options(secrets)
+    }
+}
+
 /// How to start a stage, with its options resolved for the plugin.
 pub fn spec(
     stage: &StageConfig,
@@ -282,7 +290,7 @@ pub fn spec(
     grants: StageGrants,
     secrets: &SecretResolver,
 ) -> Result<crate::pipeline::chain::StageSpec, crate::pipeline::RunError> {
-    let options = stage.resolved_options(secrets)?;
+    let options = plugin_options(stage, secrets)?;
     let grants = StageGrants {
         secrets: stage.resolved_secrets(secrets)?.into(),
         ..grants

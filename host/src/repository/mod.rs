@@ -197,6 +197,11 @@ impl Repository {
     }
 
     /// A unique, unlinkable object key for part `index` of an artifact in a snapshot.
+    /// The largest object the sink takes, if it has a limit.
+    pub async fn max_object_size(&mut self) -> Result<Option<u64>, RepoError> {
+        Ok(self.sink.max_object_size().await?)
+    }
+
     pub fn object_key(&self, snapshot: &str, artifact: &str, index: usize) -> String {
         let input = format!("{snapshot}\0{artifact}\0{index}");
         let name = match &self.keys {

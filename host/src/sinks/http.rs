@@ -1,0 +1,188 @@
+//! The HTTP transport of the remote sinks: one pooled reqwest client with timeouts, retries of
+//! rate-limited requests, an optional endpoint override, and OpenDAL's retry layer on top.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use opendal::layers::{RetryInterceptor, RetryEvent, RetryLayer, TimeoutLayer};
+use opendal::raw::oio::ReadStream;
+use opendal::{Buffer, HttpBody, HttpTransport, HttpTransporter, Operator};
+use opendal_http_transport_reqwest::ReqwestTransport;
+
+/// Retry and timeout settings shared by the remote sinks (`retries`, `timeout` options).
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts after the first, for each request.
+    pub retries: usize,
+    /// First backoff; doubles per attempt up to `max_delay`, with jitter.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Longest silence on one connection before the request counts as failed (and is retried).
+    pub io_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 10,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(20),
+            io_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry `attempt` (0-based): exponential with full jitter.
+    fn backoff(&self, attempt: usize) -> Duration {
+        let ceiling = self
+            .min_delay
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_delay);
+        ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+    }
+}
+
+/// Rewrites the scheme and authority of requests to some hosts onto one base URL (a
+/// Drive-compatible proxy standing in for Google's hosts).
+#[derive(Clone, Debug)]
+pub struct EndpointOverride {
+    pub hosts: &'static [&'static str],
+    pub base: url::Url,
+}
+
+/// Whether a response says "slow down" rather than "no": retried here, because some services
+/// (Drive's 403 rateLimitExceeded) are not classified as temporary by OpenDAL.
+pub type RateLimitCheck = fn(http::StatusCode, &[u8]) -> bool;
+
+struct Transport {
+    inner: ReqwestTransport,
+    endpoint: Option<EndpointOverride>,
+    policy: RetryPolicy,
+    rate_limited: RateLimitCheck,
+    service: &'static str,
+}
+
+/// An operator for `builder` whose HTTP goes through our transport, with retries and timeouts.
+pub fn operator(
+    builder: impl opendal::Builder,
+    service: &'static str,
+    policy: &RetryPolicy,
+    endpoint: Option<EndpointOverride>,
+    rate_limited: RateLimitCheck,
+) -> opendal::Result<Operator> {
+    let client = client(policy).map_err(|e| {
+        opendal::Error::new(opendal::ErrorKind::Unexpected, "cannot build the HTTP client")
+            .set_source(e)
+    })?;
+    let transport = HttpTransporter::new(Transport {
+        inner: ReqwestTransport::new(client),
+        endpoint,
+        policy: policy.clone(),
+        rate_limited,
+        service,
+    });
+    let operator = Operator::new(builder)?;
+    let context = operator.base_context().with_http_transport(transport);
+    Ok(operator
+        .with_context(context)
+        .layer(TimeoutLayer::new().with_io_timeout(policy.io_timeout))
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_max_times(policy.retries)
+                .with_min_delay(policy.min_delay)
+                .with_max_delay(policy.max_delay)
+                .with_notify(LogRetry(service)),
+        ))
+}
+
+fn client(policy: &RetryPolicy) -> reqwest::Result<reqwest::Client> {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        // reqwest is built without a default TLS provider: use the ring one already in the tree.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(policy.io_timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+}
+
+struct LogRetry(&'static str);
+
+impl RetryInterceptor for LogRetry {
+    fn intercept(&self, event: RetryEvent<'_>) {
+        tracing::warn!(
+            sink = self.0,
+            attempt = event.attempt,
+            retry_in_ms = event.retry_after.as_millis() as u64,
+            "retrying after a transient failure: {}",
+            event.err
+        );
+    }
+}
+
+impl Transport {
+    fn rewrite(&self, req: &mut http::Request<Buffer>) -> opendal::Result<()> {
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(());
+        };
+        let uri = req.uri();
+        if !uri.host().is_some_and(|h| endpoint.hosts.contains(&h)) {
+            return Ok(());
+        }
+        let base = endpoint.base.as_str().trim_end_matches('/');
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        *req.uri_mut() = format!("{base}{path}").parse().map_err(|e| {
+            opendal::Error::new(opendal::ErrorKind::ConfigInvalid, "endpoint override").set_source(e)
+        })?;
+        Ok(())
+    }
+}
+
+fn clone_request(req: &http::Request<Buffer>) -> http::Request<Buffer> {
+    let mut copy = http::Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+impl HttpTransport for Transport {
+    async fn fetch(
+        &self,
+        mut req: http::Request<Buffer>,
+    ) -> opendal::Result<http::Response<HttpBody>> {
+        self.rewrite(&mut req)?;
+        let mut attempt = 0;
+        loop {
+            let response = self.inner.fetch(clone_request(&req)).await?;
+            let status = response.status();
+            // Only error statuses can be rate limits; their bodies are small JSON/XML.
+            if !(status == http::StatusCode::TOO_MANY_REQUESTS || status == http::StatusCode::FORBIDDEN)
+            {
+                return Ok(response);
+            }
+            let (parts, mut body) = response.into_parts();
+            let bytes = body.read_all().await?;
+            if attempt < self.policy.retries && (self.rate_limited)(status, &bytes.to_bytes()) {
+                let delay = self.policy.backoff(attempt);
+                attempt += 1;
+                tracing::warn!(
+                    sink = self.service,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "rate limited ({status}); backing off"
+                );
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            let size = bytes.len() as u64;
+            let stream = futures::stream::once(futures::future::ready(Ok(bytes)));
+            return Ok(http::Response::from_parts(parts, HttpBody::new(stream, Some(size))));
+        }
+    }
+}
