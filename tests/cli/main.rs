@@ -6,6 +6,7 @@ mod common;
 mod backup;
 mod plugins;
 mod sandbox;
+mod sqlite;
 mod validate;
 
 use std::path::Path;

@@ -1,0 +1,85 @@
+//! SQLite inside the guest, on files no other process touches (the host's snapshot
+//! copies, a restore's temporary file): facts for the metadata, the integrity check,
+//! and the header bytes that make a database WAL again.
+
+use std::io::{Seek, SeekFrom, Write};
+
+use rusqlite::{Connection, OpenFlags};
+use runner_sdk::{Error, Metadata, Result};
+
+/// Opens `path` read-only without locking: `immutable=1` tells SQLite nobody changes the
+/// file, true of every file this plugin opens, and WASI has no locks to take anyway.
+pub fn open_immutable(path: &str) -> Result<Connection> {
+    let mut uri = String::from("file:");
+    for c in path.chars() {
+        match c {
+            '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags(&uri, flags).map_err(|e| failed(path, e))
+}
+
+/// An SQLite error about `path` as the contract's error.
+pub fn failed(path: &str, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            Error::corrupt(format!("{path}: {e}"))
+        }
+        _ => Error::internal(format!("{path}: {e}")),
+    }
+}
+
+/// Page size, page count, user_version, application_id and, with `count_rows`, the
+/// number of tables and rows per table.
+pub fn facts(db: &Connection, path: &str, count_rows: bool) -> Result<Metadata> {
+    let pragma = |name: &str| -> Result<i64> {
+        db.pragma_query_value(None, name, |row| row.get(0)).map_err(|e| failed(path, e))
+    };
+    let mut facts = vec![
+        ("page_size".to_string(), pragma("page_size")?.to_string()),
+        ("page_count".to_string(), pragma("page_count")?.to_string()),
+        ("user_version".to_string(), pragma("user_version")?.to_string()),
+        ("application_id".to_string(), pragma("application_id")?.to_string()),
+    ];
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .map_err(|e| failed(path, e))?;
+    facts.push(("tables".to_string(), tables.len().to_string()));
+    if count_rows {
+        for table in &tables {
+            let sql = format!("SELECT count(*) FROM \"{}\"", table.replace('"', "\"\""));
+            match db.query_row(&sql, [], |row| row.get::<_, i64>(0)) {
+                Ok(rows) => facts.push((format!("rows:{table}"), rows.to_string())),
+                // A virtual table whose module this SQLite lacks cannot be counted; its
+                // data lives in ordinary tables that are.
+                Err(e) => runner_sdk::warn!("{path}: cannot count the rows of {table:?}: {e}"),
+            }
+        }
+    }
+    Ok(facts)
+}
+
+/// `PRAGMA integrity_check`: `Ok` when SQLite says "ok", else its first findings.
+pub fn integrity_check(db: &Connection, path: &str) -> Result<()> {
+    let findings: Vec<String> = db
+        .prepare("PRAGMA integrity_check(20)")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .map_err(|e| failed(path, e))?;
+    if findings == ["ok"] {
+        return Ok(());
+    }
+    Err(Error::corrupt(format!("{path}: PRAGMA integrity_check failed: {}", findings.join("; "))))
+}
+
+/// Marks a rollback-mode database file as WAL, as `PRAGMA journal_mode=WAL` does: the
+/// file format read and write versions (header bytes 18 and 19) become 2. The next
+/// SQLite that opens it runs it in WAL mode.
+pub fn mark_wal(file: &mut std::fs::File, path: &str) -> Result<()> {
+    file.seek(SeekFrom::Start(18))
+        .and_then(|_| file.write_all(&[2, 2]))
+        .map_err(|e| Error::internal(format!("{path}: cannot set WAL mode in the header: {e}")))
+}
