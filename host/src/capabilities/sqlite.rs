@@ -103,6 +103,21 @@ impl Host for HostState {
         Ok(taken)
     }
 
+    async fn integrity_check(
+        &mut self,
+        root: String,
+        path: Vec<u8>,
+        max_findings: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, Error>> {
+        let file = match self.files.regular_file(&root, &path).await {
+            Ok(file) => file,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(tokio::task::spawn_blocking(move || check_integrity(&file, max_findings))
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("integrity check failed: {e}")))))
+    }
+
     async fn discard(&mut self, path: String) -> wasmtime::Result<Result<(), Error>> {
         let Some(copy) = self.sqlite_scratch.as_ref().and_then(|s| s.copy(&path)) else {
             return Ok(Err(Error::AccessDenied(format!(
@@ -185,6 +200,24 @@ fn copy_database(source: &Path, dest: &Path, busy_timeout: Duration) -> Result<D
     })
 }
 
+/// `PRAGMA integrity_check(max)` of `file`, opened read-only: SQLite's findings.
+fn check_integrity(file: &Path, max_findings: u32) -> Result<Vec<String>, Error> {
+    let shown = file.display().to_string();
+    let failed = |e: rusqlite::Error| sqlite_error(e, &shown, Duration::ZERO);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = Connection::open_with_flags(file, flags).map_err(failed)?;
+    let mut check = db
+        .prepare(&format!("PRAGMA integrity_check({})", max_findings.max(1)))
+        .map_err(failed)?;
+    let findings = check
+        .query_map([], |row| row.get(0))
+        .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
+        .map_err(failed)?;
+    Ok(findings)
+}
+
 /// SQLite's error as the contract's, with what happened in words an operator acts on.
 fn sqlite_error(e: rusqlite::Error, shown: &str, busy_timeout: Duration) -> Error {
     let code = e.sqlite_error_code();
@@ -260,6 +293,8 @@ mod tests {
 
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, "not a database, but long enough to have a header ....................................................................").unwrap();
+        assert!(matches!(check_integrity(&text, 5), Err(Error::InvalidInput(_))));
+        assert_eq!(check_integrity(&source, 5).unwrap(), ["ok"]);
         match copy_database(&text, &dir.path().join("copy2.db"), Duration::from_millis(50)) {
             Err(Error::InvalidInput(m)) => assert!(m.contains("is not an SQLite database"), "{m}"),
             other => panic!("expected invalid-input, got {other:?}"),

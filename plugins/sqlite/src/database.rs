@@ -1,5 +1,6 @@
 //! SQLite inside the guest, on files no other process touches (the host's snapshot
-//! copies, a restore's temporary file): facts for the metadata, the integrity check,
+//! copies, a restore's temporary file): facts for the metadata, the integrity check (by
+//! the host, natively),
 //! and the header bytes that make a database WAL again.
 
 use std::io::{Seek, SeekFrom, Write};
@@ -63,12 +64,14 @@ pub fn facts(db: &Connection, path: &str, count_rows: bool) -> Result<Metadata> 
     Ok(facts)
 }
 
-/// `PRAGMA integrity_check`: `Ok` when SQLite says "ok", else its first findings.
-pub fn integrity_check(db: &Connection, path: &str) -> Result<()> {
-    let findings: Vec<String> = db
-        .prepare("PRAGMA integrity_check(20)")
-        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
-        .map_err(|e| failed(path, e))?;
+/// `PRAGMA integrity_check` of `path` (in the granted directory `root`), run natively by
+/// the host: `Ok` when SQLite says "ok", else `corrupt` with its first findings.
+pub fn integrity_check(root: &str, path: &str) -> Result<()> {
+    let relative = path
+        .strip_prefix(root.trim_end_matches('/'))
+        .and_then(|p| p.strip_prefix('/'))
+        .ok_or_else(|| Error::internal(format!("{path} is not under {root}")))?;
+    let findings = runner_sdk::sqlite::integrity_check(root, relative.as_bytes(), 20)?;
     if findings == ["ok"] {
         return Ok(());
     }

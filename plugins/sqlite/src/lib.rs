@@ -41,7 +41,8 @@
 //! original journal mode back, and renamed over the destination on commit (after the
 //! replaced database's `-wal`, `-shm` and `-journal` files are removed: they belong to
 //! the old file and would corrupt the new one). Stop the application first: a process
-//! holding the old file open keeps writing to it. Report metadata: `path`, `bytes`,
+//! holding the old file open keeps writing to it. `--mode` does not apply: a database
+//! is always restored whole. Report metadata: `path`, `bytes`,
 //! `integrity_check`, `page_size`, `page_count`, `journal_mode`, `replaced`.
 
 mod backup;

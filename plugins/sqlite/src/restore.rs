@@ -75,6 +75,15 @@ impl SqliteRestore {
 }
 
 impl Session {
+    /// The granted root `path` is inside.
+    fn root_of(&self, path: &str) -> Result<&str> {
+        self.roots
+            .iter()
+            .find(|r| path.starts_with(&format!("{}/", r.trim_end_matches('/'))))
+            .map(String::as_str)
+            .ok_or_else(|| Error::AccessDenied(format!("{path} is not inside a directory granted to this restore")))
+    }
+
     /// Where `artifact` is restored to.
     fn destination_of(&self, artifact: &Artifact) -> Result<String> {
         let path = match &self.destination {
@@ -99,9 +108,7 @@ impl Session {
                 .ok_or_else(|| Error::corrupt(format!("artifact {:?} records no original path", artifact.name)))?
                 .to_string(),
         };
-        if !self.roots.iter().any(|r| path.starts_with(&format!("{}/", r.trim_end_matches('/')))) {
-            return Err(Error::AccessDenied(format!("{path} is not inside a directory granted to this restore")));
-        }
+        self.root_of(&path)?;
         if self.staged.iter().any(|s| s.destination == path) {
             return Err(Error::invalid_input(format!("two databases would be restored to {path}")));
         }
@@ -173,12 +180,11 @@ impl RestoreSession for SqliteRestore {
                 }
                 std::fs::rename(temp, &staged.destination)
                     .map_err(|e| Error::internal(format!("cannot move {temp} to {}: {e}", staged.destination)))?;
-                if let Some(root) = session.roots.iter().find(|r| staged.destination.starts_with(&format!("{}/", r.trim_end_matches('/')))) {
-                    if !synced_roots.contains(root) {
-                        // The rename is durable only once the directory is synced.
-                        runner_sdk::files::sync(root)?;
-                        synced_roots.push(root.clone());
-                    }
+                let root = session.root_of(&staged.destination)?.to_string();
+                if !synced_roots.contains(&root) {
+                    // The rename is durable only once the directory is synced.
+                    runner_sdk::files::sync(&root)?;
+                    synced_roots.push(root);
                 }
             }
             let mut metadata = vec![
@@ -242,7 +248,8 @@ impl ArtifactWriter for DatabaseWriter {
         let mut report = vec![("bytes".to_string(), self.bytes.to_string())];
         let temp = self.temp.take();
         if let (Some(mut file), Some(temp)) = (self.file.take(), temp.clone()) {
-            let checked = check(&mut file, &temp, self.wal);
+            let root = self.session.borrow().root_of(&temp).map(str::to_string);
+            let checked = root.and_then(|root| check(&mut file, &root, &temp, self.wal));
             match checked {
                 Ok(facts) => report.extend(facts),
                 Err(e) => {
@@ -272,13 +279,13 @@ impl ArtifactWriter for DatabaseWriter {
     }
 }
 
-/// Syncs the written file, runs `PRAGMA integrity_check` on it, restores WAL mode, and
+/// Syncs the written file, has the host run `PRAGMA integrity_check` on it, restores WAL mode, and
 /// syncs again; returns the facts for the report.
-fn check(file: &mut std::fs::File, temp: &str, wal: bool) -> Result<Metadata> {
+fn check(file: &mut std::fs::File, root: &str, temp: &str, wal: bool) -> Result<Metadata> {
     let sync = |file: &std::fs::File| file.sync_all().map_err(|e| Error::internal(format!("syncing {temp}: {e}")));
     sync(file)?;
+    database::integrity_check(root, temp)?;
     let db = database::open_immutable(temp)?;
-    database::integrity_check(&db, temp)?;
     let mut facts = vec![("integrity_check".to_string(), "ok".to_string())];
     let all = database::facts(&db, temp, false)?;
     facts.extend(all.into_iter().filter(|(k, _)| k == "page_size" || k == "page_count"));
