@@ -362,3 +362,47 @@ fn a_file_that_is_not_sqlite_is_a_clear_error() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("matches no file"), "{}", stderr(&output));
 }
+
+#[test]
+fn a_corrupt_database_is_backed_up_as_is_but_never_restored() {
+    let setup = Setup::new("paths = [\"db/app.db\"]");
+    let db = setup.path("db/app.db");
+    ledger(&db, "delete");
+    // Damage one page of the `rows_v` index in the middle of the file: SQLite reads the
+    // schema fine, so the snapshot is taken faithfully, damage included.
+    let page_size = 4096u64;
+    let root: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT rootpage FROM sqlite_schema WHERE name = 'rows_v'", [], |r| r.get(0))
+        .unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        file.seek(SeekFrom::Start((root as u64 - 1) * page_size + 8)).unwrap();
+        file.write_all(&[0xff; 64]).unwrap();
+    }
+    // Counting rows reads the damaged index: the run fails and says what to do.
+    let output = setup.runner(&["run", "pipeline.toml"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("damaged") && message.contains("count_rows = false"), "{message}");
+    let pipeline = std::fs::read_to_string(setup.path("pipeline.toml")).unwrap();
+    std::fs::write(
+        setup.path("pipeline.toml"),
+        pipeline.replace("paths = [", "count_rows = false\npaths = ["),
+    )
+    .unwrap();
+    setup.ok(&["run", "pipeline.toml"]);
+    let target = setup.path("restored.db");
+    let output = setup.runner(&["restore", "pipeline.toml", "--target", target.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("integrity_check failed"), "{message}");
+    assert!(!target.exists(), "nothing reaches the target");
+    let leftovers: Vec<_> = std::fs::read_dir(setup.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("runner-restore"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files are removed: {leftovers:?}");
+}

@@ -78,6 +78,7 @@ impl Host for HostState {
         root: String,
         path: Vec<u8>,
         busy_timeout_ms: u32,
+        count_rows: bool,
     ) -> wasmtime::Result<Result<DatabaseCopy, Error>> {
         let Some(scratch) = self.sqlite_scratch.clone() else {
             return Ok(Err(Error::AccessDenied(
@@ -91,7 +92,7 @@ impl Host for HostState {
         let dest = scratch.next_copy();
         let timeout = Duration::from_millis(busy_timeout_ms.into());
         let taken = tokio::task::spawn_blocking(move || {
-            let taken = copy_database(&source, &dest, timeout);
+            let taken = copy_database(&source, &dest, timeout, count_rows);
             if taken.is_err() {
                 // No partial copy is left behind for the plugin to read.
                 let _ = std::fs::remove_file(&dest);
@@ -134,7 +135,12 @@ impl Host for HostState {
 
 /// Copies `source` into the new file `dest` as one consistent state; returns what the
 /// plugin needs to know about the copy.
-fn copy_database(source: &Path, dest: &Path, busy_timeout: Duration) -> Result<DatabaseCopy, Error> {
+fn copy_database(
+    source: &Path,
+    dest: &Path,
+    busy_timeout: Duration,
+    count_rows: bool,
+) -> Result<DatabaseCopy, Error> {
     let shown = source.display().to_string();
     let failed = |e: rusqlite::Error| sqlite_error(e, &shown, busy_timeout);
     // Read-only: the snapshot never writes to the original, and closing the last
@@ -189,6 +195,18 @@ fn copy_database(source: &Path, dest: &Path, busy_timeout: Duration) -> Result<D
     // makes it a self-contained file any SQLite (also one without shared memory) opens.
     copy.pragma_update(None, "journal_mode", "DELETE")
         .map_err(dest_failed)?;
+    // Counted on the copy: the same rows, and writers of the original need not wait.
+    let row_counts = if count_rows {
+        count_rows_of(&copy).map_err(|e| match e.sqlite_error_code() {
+            Some(ffi::ErrorCode::DatabaseCorrupt) => Error::Corrupt(format!(
+                "{shown}: counting rows: {e}: the database is damaged (see PRAGMA integrity_check); \
+                 with count_rows = false it is backed up as it is"
+            )),
+            _ => dest_failed(e),
+        })?
+    } else {
+        Vec::new()
+    };
     drop(copy);
     let size = std::fs::metadata(dest)
         .map_err(|e| Error::Internal(format!("{dest_shown}: {e}")))?
@@ -197,7 +215,28 @@ fn copy_database(source: &Path, dest: &Path, busy_timeout: Duration) -> Result<D
         path: dest_shown,
         size,
         journal_mode: journal_mode.to_ascii_lowercase(),
+        row_counts,
     })
+}
+
+/// `count(*)` of every ordinary table, in name order (virtual tables are skipped: their
+/// module may be missing, and their data lives in ordinary tables that are counted).
+fn count_rows_of(db: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let tables: Vec<String> = db
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             AND sql NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    tables
+        .into_iter()
+        .map(|table| {
+            let sql = format!("SELECT count(*) FROM \"{}\"", table.replace('"', "\"\""));
+            let rows: i64 = db.query_row(&sql, [], |row| row.get(0))?;
+            Ok((table, rows as u64))
+        })
+        .collect()
 }
 
 /// `PRAGMA integrity_check(max)` of `file`, opened read-only: SQLite's findings.
@@ -213,9 +252,14 @@ fn check_integrity(file: &Path, max_findings: u32) -> Result<Vec<String>, Error>
         .map_err(failed)?;
     let findings = check
         .query_map([], |row| row.get(0))
-        .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
-        .map_err(failed)?;
-    Ok(findings)
+        .and_then(|rows| rows.collect::<Result<Vec<String>, _>>());
+    match findings {
+        // Damage bad enough to stop the check is a finding too.
+        Err(e) if e.sqlite_error_code() == Some(ffi::ErrorCode::DatabaseCorrupt) => {
+            Ok(vec![e.to_string()])
+        }
+        other => other.map_err(failed),
+    }
 }
 
 /// SQLite's error as the contract's, with what happened in words an operator acts on.
@@ -268,7 +312,8 @@ mod tests {
         writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         writer.execute("INSERT INTO t(y) VALUES ('in the wal')", []).unwrap();
         let dest = dir.path().join("copy.db");
-        let snapshot = copy_database(&source, &dest, Duration::from_millis(100)).unwrap();
+        let snapshot = copy_database(&source, &dest, Duration::from_millis(100), true).unwrap();
+        assert_eq!(snapshot.row_counts, [("t".to_string(), 3)]);
         assert_eq!(snapshot.journal_mode, "wal");
         assert_eq!(snapshot.size, std::fs::metadata(&dest).unwrap().len());
         let header = std::fs::read(&dest).unwrap();
@@ -285,7 +330,7 @@ mod tests {
         let holder = database(&source, false);
         holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
         let dest = dir.path().join("copy.db");
-        match copy_database(&source, &dest, Duration::from_millis(50)) {
+        match copy_database(&source, &dest, Duration::from_millis(50), false) {
             Err(Error::Remote(e)) => assert!(e.message.contains("busy timeout (50 ms)"), "{}", e.message),
             other => panic!("expected a busy error, got {other:?}"),
         }
@@ -295,7 +340,7 @@ mod tests {
         std::fs::write(&text, "not a database, but long enough to have a header ....................................................................").unwrap();
         assert!(matches!(check_integrity(&text, 5), Err(Error::InvalidInput(_))));
         assert_eq!(check_integrity(&source, 5).unwrap(), ["ok"]);
-        match copy_database(&text, &dir.path().join("copy2.db"), Duration::from_millis(50)) {
+        match copy_database(&text, &dir.path().join("copy2.db"), Duration::from_millis(50), false) {
             Err(Error::InvalidInput(m)) => assert!(m.contains("is not an SQLite database"), "{m}"),
             other => panic!("expected invalid-input, got {other:?}"),
         }

@@ -162,8 +162,13 @@ impl BackupSession for SqliteBackup {
             .iter()
             .find(|d| d.name == name)
             .ok_or_else(|| Error::not_found(format!("no artifact named {name:?} in this backup")))?;
-        let snapshot = runner_sdk::sqlite::snapshot(&db.root, db.relative.as_bytes(), self.settings.busy_timeout_ms)?;
-        let reader = SnapshotReader::open(&db.path(), &snapshot, self.settings.count_rows);
+        let snapshot = runner_sdk::sqlite::snapshot(
+            &db.root,
+            db.relative.as_bytes(),
+            self.settings.busy_timeout_ms,
+            self.settings.count_rows,
+        )?;
+        let reader = SnapshotReader::open(&db.path(), &snapshot);
         if reader.is_err() {
             let _ = runner_sdk::sqlite::discard(&snapshot.path);
         }
@@ -179,14 +184,15 @@ pub struct SnapshotReader {
 }
 
 impl SnapshotReader {
-    fn open(original: &str, snapshot: &runner_sdk::sqlite::DatabaseCopy, count_rows: bool) -> Result<Self> {
+    fn open(original: &str, snapshot: &runner_sdk::sqlite::DatabaseCopy) -> Result<Self> {
         let db = database::open_immutable(&snapshot.path)?;
         let mut metadata = vec![
             ("path".to_string(), original.to_string()),
             ("journal_mode".to_string(), snapshot.journal_mode.clone()),
             ("bytes".to_string(), snapshot.size.to_string()),
         ];
-        metadata.extend(database::facts(&db, original, count_rows)?);
+        metadata.extend(database::facts(&db, original)?);
+        metadata.extend(snapshot.row_counts.iter().map(|(table, rows)| (format!("rows:{table}"), rows.to_string())));
         drop(db);
         let file = std::fs::File::open(&snapshot.path)
             .map_err(|e| Error::internal(format!("cannot read the snapshot copy {}: {e}", snapshot.path)))?;

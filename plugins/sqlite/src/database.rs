@@ -33,35 +33,21 @@ pub fn failed(path: &str, e: rusqlite::Error) -> Error {
     }
 }
 
-/// Page size, page count, user_version, application_id and, with `count_rows`, the
-/// number of tables and rows per table.
-pub fn facts(db: &Connection, path: &str, count_rows: bool) -> Result<Metadata> {
+/// Page size, page count, user_version, application_id and the number of tables.
+pub fn facts(db: &Connection, path: &str) -> Result<Metadata> {
     let pragma = |name: &str| -> Result<i64> {
         db.pragma_query_value(None, name, |row| row.get(0)).map_err(|e| failed(path, e))
     };
-    let mut facts = vec![
+    let tables: i64 = db
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'", [], |row| row.get(0))
+        .map_err(|e| failed(path, e))?;
+    Ok(vec![
         ("page_size".to_string(), pragma("page_size")?.to_string()),
         ("page_count".to_string(), pragma("page_count")?.to_string()),
         ("user_version".to_string(), pragma("user_version")?.to_string()),
         ("application_id".to_string(), pragma("application_id")?.to_string()),
-    ];
-    let tables: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
-        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
-        .map_err(|e| failed(path, e))?;
-    facts.push(("tables".to_string(), tables.len().to_string()));
-    if count_rows {
-        for table in &tables {
-            let sql = format!("SELECT count(*) FROM \"{}\"", table.replace('"', "\"\""));
-            match db.query_row(&sql, [], |row| row.get::<_, i64>(0)) {
-                Ok(rows) => facts.push((format!("rows:{table}"), rows.to_string())),
-                // A virtual table whose module this SQLite lacks cannot be counted; its
-                // data lives in ordinary tables that are.
-                Err(e) => runner_sdk::warn!("{path}: cannot count the rows of {table:?}: {e}"),
-            }
-        }
-    }
-    Ok(facts)
+        ("tables".to_string(), tables.to_string()),
+    ])
 }
 
 /// `PRAGMA integrity_check` of `path` (in the granted directory `root`), run natively by

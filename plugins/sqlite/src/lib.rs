@@ -8,7 +8,7 @@
 //! type = "sqlite"
 //! paths = ["app.db", "tenants/*.sqlite"]  # files or globs; their directories are granted read-only
 //! busy_timeout = "5s"      # how long a snapshot waits for writers' locks (ms, s or m)
-//! count_rows = true        # per-table row counts in the metadata (a scan of each table)
+//! count_rows = true        # per-table row counts in the metadata (counted by the host on the copy)
 //! scratch_dir = "/var/tmp" # where the host puts snapshot copies (default: the system temp dir)
 //! ```
 //!

@@ -287,7 +287,7 @@ fn check(file: &mut std::fs::File, root: &str, temp: &str, wal: bool) -> Result<
     database::integrity_check(root, temp)?;
     let db = database::open_immutable(temp)?;
     let mut facts = vec![("integrity_check".to_string(), "ok".to_string())];
-    let all = database::facts(&db, temp, false)?;
+    let all = database::facts(&db, temp)?;
     facts.extend(all.into_iter().filter(|(k, _)| k == "page_size" || k == "page_count"));
     drop(db);
     if wal {
