@@ -38,6 +38,7 @@ INSERT INTO events SELECT x, 'user-' || (x * 7919 % 50000), x % 13, 1700000000 +
 PRAGMA wal_checkpoint(TRUNCATE);
 SQL
 fi
+rm -rf repo restored peer.db peer.db.zst   # a kept WORK reuses only the database
 db_bytes=$(stat -c %s db/app.db)
 echo "database: $db_bytes bytes ($((db_bytes / 1048576)) MiB)"
 
