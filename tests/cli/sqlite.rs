@@ -59,7 +59,8 @@ impl Setup {
 /// equal to the sum of `rows.v`, plus padding so a copy takes a moment.
 fn ledger(path: &Path, journal_mode: &str) {
     let db = Connection::open(path).unwrap();
-    db.pragma_update(None, "journal_mode", journal_mode).unwrap();
+    db.pragma_update(None, "journal_mode", journal_mode)
+        .unwrap();
     db.execute_batch(
         "CREATE TABLE rows(id INTEGER PRIMARY KEY, v INTEGER NOT NULL, pad BLOB);
          CREATE INDEX rows_v ON rows(v);
@@ -75,29 +76,28 @@ fn ledger(path: &Path, journal_mode: &str) {
         )
         .unwrap();
     }
-    tx.execute(
-        "UPDATE total SET sum = (SELECT sum(v) FROM rows)",
-        [],
-    )
-    .unwrap();
+    tx.execute("UPDATE total SET sum = (SELECT sum(v) FROM rows)", [])
+        .unwrap();
     tx.commit().unwrap();
 }
 
 /// Commits continuously until stopped: one row inserted and the total updated per
 /// transaction, counted in `commits`.
-fn writer(path: PathBuf, stop: Arc<AtomicBool>, commits: Arc<AtomicU64>) -> std::thread::JoinHandle<()> {
+fn writer(
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    commits: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let db = Connection::open(&path).unwrap();
         db.busy_timeout(Duration::from_secs(30)).unwrap();
         let mut v = 1i64;
         while !stop.load(Ordering::Relaxed) {
-            let tx = db
-                .unchecked_transaction()
-                .and_then(|tx| {
-                    tx.execute("INSERT INTO rows(v, pad) VALUES (?1, randomblob(200))", [v])?;
-                    tx.execute("UPDATE total SET sum = sum + ?1", [v])?;
-                    tx.commit()
-                });
+            let tx = db.unchecked_transaction().and_then(|tx| {
+                tx.execute("INSERT INTO rows(v, pad) VALUES (?1, randomblob(200))", [v])?;
+                tx.execute("UPDATE total SET sum = sum + ?1", [v])?;
+                tx.commit()
+            });
             tx.unwrap();
             commits.fetch_add(1, Ordering::Relaxed);
             v = v % 1000 + 1;
@@ -155,17 +155,26 @@ fn consistent_snapshots_under_a_constant_writer(journal_mode: &str) {
             target.to_str().unwrap(),
         ]);
         assert!(out.contains("integrity_check=ok"), "{out}");
-        assert!(out.contains(&format!("journal_mode={journal_mode}")), "{out}");
+        assert!(
+            out.contains(&format!("journal_mode={journal_mode}")),
+            "{out}"
+        );
         let (integrity, total, sum, rows) = check_ledger(&target);
         assert_eq!(integrity, "ok", "run {run} ({journal_mode})");
-        assert_eq!(total, sum, "run {run} ({journal_mode}): total is not the sum of the rows");
+        assert_eq!(
+            total, sum,
+            "run {run} ({journal_mode}): total is not the sum of the rows"
+        );
         assert!(rows >= 3000);
         seen_rows.push(rows);
         let restored = Connection::open(&target).unwrap();
         let mode: String = restored
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
-        assert_eq!(mode, journal_mode, "the restored database keeps its journal mode");
+        assert_eq!(
+            mode, journal_mode,
+            "the restored database keeps its journal mode"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     handle.join().unwrap();
@@ -174,7 +183,11 @@ fn consistent_snapshots_under_a_constant_writer(journal_mode: &str) {
         "every snapshot saw the writer's progress: {seen_rows:?}"
     );
     let (integrity, total, sum, _) = check_ledger(&db);
-    assert_eq!((integrity.as_str(), total), ("ok", sum), "the original is intact");
+    assert_eq!(
+        (integrity.as_str(), total),
+        ("ok", sum),
+        "the original is intact"
+    );
 }
 
 #[test]
@@ -214,8 +227,14 @@ fn rich(path: &Path) {
 fn contents(path: &Path) -> Vec<String> {
     let db = Connection::open(path).unwrap();
     let mut out = Vec::new();
-    for pragma in ["user_version", "application_id", "page_size", "journal_mode"] {
-        let value: rusqlite::types::Value = db.pragma_query_value(None, pragma, |r| r.get(0)).unwrap();
+    for pragma in [
+        "user_version",
+        "application_id",
+        "page_size",
+        "journal_mode",
+    ] {
+        let value: rusqlite::types::Value =
+            db.pragma_query_value(None, pragma, |r| r.get(0)).unwrap();
         out.push(format!("{pragma} = {value:?}"));
     }
     let mut stmt = db
@@ -230,10 +249,16 @@ fn contents(path: &Path) -> Vec<String> {
         out.push(format!("{kind} {name} on {table}: {sql:?}"));
         if kind == "table" {
             let quoted = name.replace('"', "\"\"");
-            let columns = db.prepare(&format!("SELECT * FROM \"{quoted}\"")).unwrap().column_count();
+            let columns = db
+                .prepare(&format!("SELECT * FROM \"{quoted}\""))
+                .unwrap()
+                .column_count();
             let order: Vec<String> = (1..=columns).map(|i| i.to_string()).collect();
             let mut rows = db
-                .prepare(&format!("SELECT * FROM \"{quoted}\" ORDER BY {}", order.join(", ")))
+                .prepare(&format!(
+                    "SELECT * FROM \"{quoted}\" ORDER BY {}",
+                    order.join(", ")
+                ))
                 .unwrap();
             let mut query = rows.query([]).unwrap();
             while let Some(row) = query.next().unwrap() {
@@ -254,7 +279,11 @@ fn dump(path: &Path) -> Option<String> {
         .arg(".dump")
         .output()
         .ok()?;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     Some(String::from_utf8(output.stdout).unwrap())
 }
 
@@ -265,7 +294,9 @@ fn schema_and_data_round_trip_and_existing_files_need_overwrite() {
     ledger(&setup.path("db/other.sqlite"), "delete");
     // An open connection keeps app.db's -wal and -shm files (which the glob must skip).
     let holder = Connection::open(setup.path("db/app.db")).unwrap();
-    holder.execute("INSERT INTO audit VALUES (0, 'in the wal')", []).unwrap();
+    holder
+        .execute("INSERT INTO audit VALUES (0, 'in the wal')", [])
+        .unwrap();
     assert!(setup.path("db/app.db-wal").exists());
     let out = setup.ok(&["run", "pipeline.toml"]);
     assert!(out.contains("2 artifact"), "{out}");
@@ -275,7 +306,10 @@ fn schema_and_data_round_trip_and_existing_files_need_overwrite() {
 
     // Into a directory: every database at its artifact name.
     let out = setup.ok(&["restore", "pipeline.toml", "--target", "restored/"]);
-    assert!(out.contains("app.db") && out.contains("other.sqlite"), "{out}");
+    assert!(
+        out.contains("app.db") && out.contains("other.sqlite"),
+        "{out}"
+    );
     assert_eq!(contents(&setup.path("restored/app.db")), original);
     assert_eq!(dump(&setup.path("restored/app.db")), original_dump);
     let (integrity, total, sum, _) = check_ledger(&setup.path("restored/other.sqlite"));
@@ -290,22 +324,49 @@ fn schema_and_data_round_trip_and_existing_files_need_overwrite() {
     // Into one file: refused while it exists, replaced with --overwrite.
     let file = setup.path("copy.db");
     std::fs::write(&file, "precious").unwrap();
-    let refused = setup.runner(&["restore", "pipeline.toml", "--only", "app.db", "--target", "copy.db"]);
+    let refused = setup.runner(&[
+        "restore",
+        "pipeline.toml",
+        "--only",
+        "app.db",
+        "--target",
+        "copy.db",
+    ]);
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("--overwrite"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("--overwrite"),
+        "{}",
+        stderr(&refused)
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
     let several = setup.runner(&["restore", "pipeline.toml", "--target", "new.db"]);
     assert!(!several.status.success());
-    assert!(stderr(&several).contains("more than one database"), "{}", stderr(&several));
+    assert!(
+        stderr(&several).contains("more than one database"),
+        "{}",
+        stderr(&several)
+    );
     assert!(!setup.path("new.db").exists());
-    setup.ok(&["restore", "pipeline.toml", "--only", "app.db", "--target", "copy.db", "--overwrite"]);
+    setup.ok(&[
+        "restore",
+        "pipeline.toml",
+        "--only",
+        "app.db",
+        "--target",
+        "copy.db",
+        "--overwrite",
+    ]);
     assert_eq!(contents(&file), original);
 
     // In place: needs the flag, and --overwrite for a database that exists; a stale WAL
     // of the replaced database is removed, not replayed into the restored one.
     let needs_flag = setup.runner(&["restore", "pipeline.toml"]);
     assert!(!needs_flag.status.success());
-    assert!(stderr(&needs_flag).contains("--in-place"), "{}", stderr(&needs_flag));
+    assert!(
+        stderr(&needs_flag).contains("--in-place"),
+        "{}",
+        stderr(&needs_flag)
+    );
     let app = setup.path("db/app.db");
     {
         let db = Connection::open(&app).unwrap();
@@ -314,10 +375,22 @@ fn schema_and_data_round_trip_and_existing_files_need_overwrite() {
         std::fs::copy(setup.path("db/app.db-wal"), setup.path("stale-wal")).unwrap();
     }
     std::fs::copy(setup.path("stale-wal"), setup.path("db/app.db-wal")).unwrap();
-    let no_overwrite = setup.runner(&["restore", "pipeline.toml", "--only", "app.db", "--in-place"]);
+    let no_overwrite =
+        setup.runner(&["restore", "pipeline.toml", "--only", "app.db", "--in-place"]);
     assert!(!no_overwrite.status.success());
-    assert!(stderr(&no_overwrite).contains("--overwrite"), "{}", stderr(&no_overwrite));
-    setup.ok(&["restore", "pipeline.toml", "--only", "app.db", "--in-place", "--overwrite"]);
+    assert!(
+        stderr(&no_overwrite).contains("--overwrite"),
+        "{}",
+        stderr(&no_overwrite)
+    );
+    setup.ok(&[
+        "restore",
+        "pipeline.toml",
+        "--only",
+        "app.db",
+        "--in-place",
+        "--overwrite",
+    ]);
     assert_eq!(contents(&app), original);
 }
 
@@ -326,7 +399,9 @@ fn a_database_locked_past_the_timeout_fails_clearly_without_a_snapshot() {
     let setup = Setup::new("paths = [\"db/app.db\"]\nbusy_timeout = \"300ms\"");
     ledger(&setup.path("db/app.db"), "delete");
     let holder = Connection::open(setup.path("db/app.db")).unwrap();
-    holder.execute_batch("BEGIN EXCLUSIVE; UPDATE total SET sum = sum;").unwrap();
+    holder
+        .execute_batch("BEGIN EXCLUSIVE; UPDATE total SET sum = sum;")
+        .unwrap();
     let output = setup.runner(&["run", "pipeline.toml"]);
     holder.execute_batch("COMMIT").unwrap();
     assert!(!output.status.success());
@@ -360,7 +435,11 @@ fn a_file_that_is_not_sqlite_is_a_clear_error() {
     let missing = Setup::new("paths = [\"db/*.db\"]");
     let output = missing.runner(&["run", "pipeline.toml"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("matches no file"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("matches no file"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -373,19 +452,27 @@ fn a_corrupt_database_is_backed_up_as_is_but_never_restored() {
     let page_size = 4096u64;
     let root: i64 = Connection::open(&db)
         .unwrap()
-        .query_row("SELECT rootpage FROM sqlite_schema WHERE name = 'rows_v'", [], |r| r.get(0))
+        .query_row(
+            "SELECT rootpage FROM sqlite_schema WHERE name = 'rows_v'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     {
         use std::io::{Seek, SeekFrom, Write};
         let mut file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-        file.seek(SeekFrom::Start((root as u64 - 1) * page_size + 8)).unwrap();
+        file.seek(SeekFrom::Start((root as u64 - 1) * page_size + 8))
+            .unwrap();
         file.write_all(&[0xff; 64]).unwrap();
     }
     // Counting rows reads the damaged index: the run fails and says what to do.
     let output = setup.runner(&["run", "pipeline.toml"]);
     assert!(!output.status.success());
     let message = stderr(&output);
-    assert!(message.contains("damaged") && message.contains("count_rows = false"), "{message}");
+    assert!(
+        message.contains("damaged") && message.contains("count_rows = false"),
+        "{message}"
+    );
     let pipeline = std::fs::read_to_string(setup.path("pipeline.toml")).unwrap();
     std::fs::write(
         setup.path("pipeline.toml"),
@@ -394,7 +481,12 @@ fn a_corrupt_database_is_backed_up_as_is_but_never_restored() {
     .unwrap();
     setup.ok(&["run", "pipeline.toml"]);
     let target = setup.path("restored.db");
-    let output = setup.runner(&["restore", "pipeline.toml", "--target", target.to_str().unwrap()]);
+    let output = setup.runner(&[
+        "restore",
+        "pipeline.toml",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains("integrity_check failed"), "{message}");
@@ -404,5 +496,8 @@ fn a_corrupt_database_is_backed_up_as_is_but_never_restored() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains("runner-restore"))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files are removed: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files are removed: {leftovers:?}"
+    );
 }

@@ -114,9 +114,11 @@ impl Host for HostState {
             Ok(file) => file,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(tokio::task::spawn_blocking(move || check_integrity(&file, max_findings))
-            .await
-            .unwrap_or_else(|e| Err(Error::Internal(format!("integrity check failed: {e}")))))
+        Ok(
+            tokio::task::spawn_blocking(move || check_integrity(&file, max_findings))
+                .await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("integrity check failed: {e}")))),
+        )
     }
 
     async fn discard(&mut self, path: String) -> wasmtime::Result<Result<(), Error>> {
@@ -183,7 +185,9 @@ fn copy_database(
             rusqlite::backup::StepResult::Done => {}
             other => {
                 return Err(Error::Remote(crate::engine::bindings::RemoteError {
-                    message: format!("{shown}: the backup did not complete in one step ({other:?})"),
+                    message: format!(
+                        "{shown}: the backup did not complete in one step ({other:?})"
+                    ),
                     retryable: true,
                 }));
             }
@@ -310,7 +314,9 @@ mod tests {
         let source = dir.path().join("live.db");
         let writer = database(&source, true);
         writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-        writer.execute("INSERT INTO t(y) VALUES ('in the wal')", []).unwrap();
+        writer
+            .execute("INSERT INTO t(y) VALUES ('in the wal')", [])
+            .unwrap();
         let dest = dir.path().join("copy.db");
         let snapshot = copy_database(&source, &dest, Duration::from_millis(100), true).unwrap();
         assert_eq!(snapshot.row_counts, [("t".to_string(), 3)]);
@@ -319,7 +325,9 @@ mod tests {
         let header = std::fs::read(&dest).unwrap();
         assert_eq!((header[18], header[19]), (1, 1), "rollback-mode header");
         let copy = Connection::open(&dest).unwrap();
-        let rows: i64 = copy.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let rows: i64 = copy
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(rows, 3);
     }
 
@@ -331,16 +339,26 @@ mod tests {
         holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
         let dest = dir.path().join("copy.db");
         match copy_database(&source, &dest, Duration::from_millis(50), false) {
-            Err(Error::Remote(e)) => assert!(e.message.contains("busy timeout (50 ms)"), "{}", e.message),
+            Err(Error::Remote(e)) => {
+                assert!(e.message.contains("busy timeout (50 ms)"), "{}", e.message)
+            }
             other => panic!("expected a busy error, got {other:?}"),
         }
         holder.execute_batch("COMMIT").unwrap();
 
         let text = dir.path().join("notes.txt");
         std::fs::write(&text, "not a database, but long enough to have a header ....................................................................").unwrap();
-        assert!(matches!(check_integrity(&text, 5), Err(Error::InvalidInput(_))));
+        assert!(matches!(
+            check_integrity(&text, 5),
+            Err(Error::InvalidInput(_))
+        ));
         assert_eq!(check_integrity(&source, 5).unwrap(), ["ok"]);
-        match copy_database(&text, &dir.path().join("copy2.db"), Duration::from_millis(50), false) {
+        match copy_database(
+            &text,
+            &dir.path().join("copy2.db"),
+            Duration::from_millis(50),
+            false,
+        ) {
             Err(Error::InvalidInput(m)) => assert!(m.contains("is not an SQLite database"), "{m}"),
             other => panic!("expected invalid-input, got {other:?}"),
         }

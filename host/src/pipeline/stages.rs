@@ -361,11 +361,22 @@ fn sqlite_grants(
                 access: DirAccess::ReadWrite,
             });
         }
-        Purpose::Restore { target: None, in_place: false, .. } => {
+        Purpose::Restore {
+            target: None,
+            in_place: false,
+            ..
+        } => {
             return Err("restoring SQLite databases needs --target PATH (a file, or a directory for several databases), or --in-place to write them back where they were backed up".into());
         }
-        Purpose::Restore { target: None, in_place: true, .. } => {
-            grants.grants.dirs.extend(directories(DirAccess::ReadWrite)?);
+        Purpose::Restore {
+            target: None,
+            in_place: true,
+            ..
+        } => {
+            grants
+                .grants
+                .dirs
+                .extend(directories(DirAccess::ReadWrite)?);
         }
     }
     Ok(())
