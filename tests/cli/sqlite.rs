@@ -103,7 +103,7 @@ fn writer(
             v = v % 1000 + 1;
             // A breath between commits, as applications have: SQLite's locks are not
             // fair, and in rollback-journal mode a writer committing back to back in a
-            // tight loop starves every reader (the sqlite3 shell's .backup too).
+            // tight loop starves every reader, whoever it is.
             std::thread::sleep(Duration::from_millis(1));
         }
     })
