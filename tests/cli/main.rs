@@ -7,6 +7,7 @@ mod backup;
 mod plugins;
 mod remote;
 mod sandbox;
+mod sqlite;
 mod validate;
 
 use std::path::Path;

@@ -116,6 +116,34 @@ impl FileRoots {
     }
 }
 
+impl FileRoots {
+    /// The host path of a regular file under a granted root, checked like every call of
+    /// this service (no `..`, no symlink on the way or at the end), for host services that
+    /// must open a file by name (SQLite opens a database, its journal and its WAL by path).
+    pub(crate) async fn regular_file(
+        &self,
+        root: &str,
+        path: &[u8],
+    ) -> Result<std::path::PathBuf, Error> {
+        let at = self.locate(root, path, false)?;
+        at.not_root("open")?;
+        let mut host = std::path::PathBuf::from(root);
+        host.extend(&at.components);
+        blocking(move || {
+            let (parent, name) = at.parent()?;
+            let st = lstat(&parent, &name).map_err(|e| io_error(e, &at.shown))?;
+            if file_type(&st) != FileType::RegularFile {
+                return Err(Error::InvalidInput(format!(
+                    "{} is not a regular file",
+                    at.shown
+                )));
+            }
+            Ok(host)
+        })
+        .await
+    }
+}
+
 /// A checked path under a root: what the blocking calls act on.
 struct Location {
     root: Arc<Dir>,

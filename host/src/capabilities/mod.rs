@@ -5,6 +5,7 @@ pub mod files;
 pub mod keys;
 pub mod log;
 pub mod network;
+pub mod sqlite;
 pub mod storage;
 mod wasi;
 
@@ -31,6 +32,8 @@ pub struct StageGrants {
     pub storage: Option<Storage>,
     /// Secret values the stage was given in its options: scrubbed from its logs and errors.
     pub secrets: Arc<[crate::config::Secret]>,
+    /// Where the SQLite service puts snapshot copies (granted read-only in `grants` too).
+    pub sqlite_scratch: Option<Arc<sqlite::Scratch>>,
 }
 
 /// The data of one plugin instance's store.
@@ -45,6 +48,7 @@ pub struct HostState {
     pub(crate) keys: KeyRing,
     pub(crate) storage: Option<Storage>,
     pub(crate) files: files::FileRoots,
+    pub(crate) sqlite_scratch: Option<Arc<sqlite::Scratch>>,
     secrets: Arc<[crate::config::Secret]>,
 }
 
@@ -60,6 +64,7 @@ impl HostState {
             limiter: MemoryLimiter::new(limits.memory),
             keys: grants.keys,
             storage: grants.storage,
+            sqlite_scratch: grants.sqlite_scratch,
             secrets: grants.secrets,
         })
     }

@@ -36,6 +36,10 @@ pub struct Args {
     /// Restore into a target that already holds data.
     #[arg(long)]
     overwrite: bool,
+    /// Without --target: write back where the backup came from (sources that support it,
+    /// e.g. sqlite; an existing database is replaced only with --overwrite too).
+    #[arg(long, conflicts_with = "target")]
+    in_place: bool,
 }
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
@@ -57,6 +61,7 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         },
         dry_run: args.dry_run,
         overwrite: args.overwrite,
+        in_place: args.in_place,
     };
     let dry_run = request.dry_run;
     let summary = restore::run(&ctx, request).await?;

@@ -29,6 +29,7 @@ pub mod source {
             "runner:plugin/types": super::services::runner::plugin::types,
             "runner:plugin/log": super::services::runner::plugin::log,
             "runner:plugin/files": super::services::runner::plugin::files,
+            "runner:plugin/sqlite": super::services::runner::plugin::sqlite,
         },
     });
 }

@@ -95,6 +95,7 @@ impl Engine {
         services::keys::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         services::storage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         services::files::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        services::sqlite::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
         let cache = options
             .cache_dir

@@ -28,6 +28,8 @@ pub struct RestoreRequest {
     pub mode: RestoreMode,
     pub dry_run: bool,
     pub overwrite: bool,
+    /// No target: back where the backup came from (sources that support it).
+    pub in_place: bool,
 }
 
 pub struct RestoreSummary {
@@ -55,6 +57,7 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
     let purpose = Purpose::Restore {
         target: request.target.clone(),
         dry_run: request.dry_run,
+        in_place: request.in_place,
     };
     let grants = stages::builtin_grants(
         StageKind::Source,
@@ -66,12 +69,7 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
         None,
     )
     .map_err(|message| RunError::Usage(format!("{}: {message}", source_stage.label())))?;
-    let target = grants
-        .grants
-        .dirs
-        .last()
-        .map(|d| d.path.display().to_string())
-        .or(request.target.as_ref().map(|t| t.display().to_string()));
+    let target = stages::restore_target(builtin, &grants, request.target.as_deref());
     let mut source = SourceInstance::start(
         &ctx.engine,
         &source_plugin,

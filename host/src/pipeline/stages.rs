@@ -137,10 +137,12 @@ pub fn locate(stage: &StageConfig, error: PluginError) -> StageError {
 #[derive(Clone, Debug)]
 pub enum Purpose {
     Backup,
-    /// Restoring into `target` (a directory for the files source); `dry_run` creates nothing.
+    /// Restoring into `target` (a directory for the files source); `dry_run` creates nothing;
+    /// `in_place` (no target) writes back where the backup came from, for sources that can.
     Restore {
         target: Option<std::path::PathBuf>,
         dry_run: bool,
+        in_place: bool,
     },
 }
 
@@ -224,6 +226,7 @@ pub fn builtin_grants(
             Purpose::Restore {
                 target: Some(target),
                 dry_run,
+                ..
             } => {
                 if !target.exists() {
                     if dry_run {
@@ -247,6 +250,9 @@ pub fn builtin_grants(
                 return Err("restoring files needs --target DIR".into());
             }
         },
+        (StageKind::Source, Some("sqlite")) => {
+            sqlite_grants(&mut grants, options, base_dir, purpose)?;
+        }
         _ if !explicit.keys.is_empty() => {
             // Keys written in the stage's grants (a third-party encrypting transform).
             let keys = keys.ok_or(
@@ -281,6 +287,149 @@ fn plugin_options(
     } else {
         stage.resolved_options(secrets)
     }
+}
+
+/// The sqlite source: backup reads the directories of its `paths` (the literal part
+/// before any glob) and gets a scratch directory for the host's snapshot copies, granted
+/// last; restore writes to the `--target` directory (or a file's directory), or with
+/// `--in-place` to the directories of its `paths`. The plugin pairs `paths` with the
+/// granted roots by position, so one grant is pushed per entry, in order.
+fn sqlite_grants(
+    grants: &mut StageGrants,
+    options: &serde_json::Map<String, serde_json::Value>,
+    base_dir: &std::path::Path,
+    purpose: Purpose,
+) -> Result<(), String> {
+    use crate::config::{DirAccess, DirGrant};
+    let entries: Vec<&str> = match options.get("paths") {
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str()).collect(),
+        Some(serde_json::Value::String(one)) => vec![one.as_str()],
+        _ => Vec::new(),
+    };
+    let directories = |access: DirAccess| -> Result<Vec<DirGrant>, String> {
+        entries
+            .iter()
+            .map(|entry| {
+                let dir = base_dir.join(sqlite_literal_dir(entry));
+                let path = dir.canonicalize().map_err(|e| {
+                    format!("`paths` entry {entry:?}: directory {}: {e}", dir.display())
+                })?;
+                Ok(DirGrant { path, access })
+            })
+            .collect()
+    };
+    match purpose {
+        Purpose::Backup => {
+            grants.grants.dirs.extend(directories(DirAccess::Read)?);
+            let parent = match options.get("scratch_dir") {
+                Some(serde_json::Value::String(dir)) => Some(base_dir.join(dir)),
+                _ => None,
+            };
+            let scratch = crate::capabilities::sqlite::Scratch::create(parent.as_deref())
+                .map_err(|e| format!("cannot create a scratch directory for snapshots: {e}"))?;
+            grants.grants.dirs.push(DirGrant {
+                path: scratch.path().to_path_buf(),
+                access: DirAccess::Read,
+            });
+            grants.sqlite_scratch = Some(scratch);
+        }
+        Purpose::Restore {
+            target: Some(_),
+            in_place: true,
+            ..
+        } => return Err("--in-place and --target exclude each other".into()),
+        Purpose::Restore {
+            target: Some(target),
+            dry_run,
+            ..
+        } => {
+            let dir = if sqlite_target_is_dir(&target) {
+                target.clone()
+            } else {
+                target
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .ok_or_else(|| format!("restore target {} names no file", target.display()))?
+            };
+            if !dir.exists() {
+                if dry_run {
+                    return Err(format!(
+                        "the directory {} of the restore target does not exist (a dry run creates nothing)",
+                        dir.display()
+                    ));
+                }
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let path = dir
+                .canonicalize()
+                .map_err(|e| format!("restore target {}: {e}", dir.display()))?;
+            grants.grants.dirs.push(DirGrant {
+                path,
+                access: DirAccess::ReadWrite,
+            });
+        }
+        Purpose::Restore {
+            target: None,
+            in_place: false,
+            ..
+        } => {
+            return Err("restoring SQLite databases needs --target PATH (a file, or a directory for several databases), or --in-place to write them back where they were backed up".into());
+        }
+        Purpose::Restore {
+            target: None,
+            in_place: true,
+            ..
+        } => {
+            grants
+                .grants
+                .dirs
+                .extend(directories(DirAccess::ReadWrite)?);
+        }
+    }
+    Ok(())
+}
+
+/// The directory part of a sqlite `paths` entry: the components before the first one
+/// holding a glob character, or the file's directory (`.` when none). The plugin splits
+/// entries the same way.
+fn sqlite_literal_dir(entry: &str) -> std::path::PathBuf {
+    let components: Vec<&str> = entry.split('/').collect();
+    let literal = components
+        .iter()
+        .position(|c| c.contains(['*', '?', '[', '{']))
+        .unwrap_or(components.len() - 1);
+    let dir = components[..literal].join("/");
+    match dir.as_str() {
+        "" if entry.starts_with('/') => "/".into(),
+        "" => ".".into(),
+        _ => dir.into(),
+    }
+}
+
+/// A sqlite restore target is a directory when it is one or ends in `/`; else a file.
+fn sqlite_target_is_dir(target: &std::path::Path) -> bool {
+    target.is_dir() || target.as_os_str().as_encoded_bytes().ends_with(b"/")
+}
+
+/// The target a source's restore session is told: the directory the target was granted
+/// as (canonical, the plugin's name for it) — for the sqlite source naming a file, that
+/// file in it, and with `--in-place` none.
+pub fn restore_target(
+    builtin: Option<&str>,
+    grants: &StageGrants,
+    requested: Option<&std::path::Path>,
+) -> Option<String> {
+    let granted = grants.grants.dirs.last().map(|d| d.path.clone());
+    let path = match (builtin, granted, requested) {
+        (Some("sqlite"), _, None) => return None,
+        (Some("sqlite"), Some(dir), Some(file)) if !sqlite_target_is_dir(file) => {
+            dir.join(file.file_name()?)
+        }
+        (_, Some(dir), _) => dir,
+        (_, None, requested) => requested?.to_path_buf(),
+    };
+    Some(path.display().to_string())
 }
 
 /// How to start a stage, with its options resolved for the plugin.

@@ -29,6 +29,7 @@ pub mod log;
 mod metadata;
 mod sink;
 mod source;
+pub mod sqlite;
 pub mod storage;
 mod transform;
 
@@ -92,6 +93,7 @@ pub mod bindings {
                 "runner:plugin/types@0.1.0": crate::bindings::host::runner::plugin::types,
                 "runner:plugin/log@0.1.0": crate::bindings::host::runner::plugin::log,
                 "runner:plugin/files@0.1.0": crate::bindings::host::runner::plugin::files,
+                "runner:plugin/sqlite@0.1.0": crate::bindings::host::runner::plugin::sqlite,
             },
             pub_export_macro: true,
             export_macro_name: "export_source_world",
