@@ -165,7 +165,9 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
                          JOIN pg_catalog.pg_class rc ON rc.oid = ty.typrelid
                         WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.refclassid = 'pg_type'::regclass AND rc.relkind <> 'c')
            FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-          WHERE {in_schemas} AND {} AND p.prokind IN ('f', 'p') ORDER BY p.oid",
+          WHERE {in_schemas} AND {} AND p.prokind IN ('f', 'p')
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'i')
+          ORDER BY p.oid",
         not_extension_member("pg_proc", "p.oid")
     ))?;
     let mut late_functions = Vec::new();
@@ -465,8 +467,14 @@ fn column_definition(c: &[Option<String>]) -> String {
 /// `COMMENT ON` for every commented object of a kind this plugin restores.
 fn comments(conn: &mut Conn, sel: &str, selection: &Selection, doc: &mut SchemaDoc) -> Result<()> {
     let rows: Rows = conn.query(&format!(
-        "SELECT o.type, o.schema, o.identity, d.description, d.classoid = 'pg_namespace'::regclass AND d.objoid = ANY({sel})
-           FROM pg_catalog.pg_description d, LATERAL pg_catalog.pg_identify_object(d.classoid, d.objoid, d.objsubid) o
+        "SELECT o.type, o.identity, d.description, coalesce(s.nsp = ANY({sel}), true)
+           FROM pg_catalog.pg_description d, LATERAL pg_catalog.pg_identify_object(d.classoid, d.objoid, d.objsubid) o,
+                LATERAL (SELECT CASE d.classoid
+                    WHEN 'pg_namespace'::regclass THEN d.objoid
+                    WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid WHERE t.oid = d.objoid)
+                    WHEN 'pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_catalog.pg_policy p JOIN pg_catalog.pg_class c ON c.oid = p.polrelid WHERE p.oid = d.objoid)
+                    WHEN 'pg_constraint'::regclass THEN (SELECT c.connamespace FROM pg_catalog.pg_constraint c WHERE c.oid = d.objoid)
+                    ELSE (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = o.schema) END AS nsp) s
           WHERE d.objoid >= 16384 AND d.classoid <> 'pg_database'::regclass AND d.classoid <> 'pg_extension'::regclass
             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')
           ORDER BY o.type, o.identity"
@@ -474,14 +482,9 @@ fn comments(conn: &mut Conn, sel: &str, selection: &Selection, doc: &mut SchemaD
     let mut unsupported = Vec::new();
     for row in &rows {
         let kind = text(row, 0);
-        let identity = text(row, 2);
-        let included = match row.get(1).cloned().flatten() {
-            Some(schema) => selection.schema(&schema),
-            None => flag(row, 4),
-        };
-        if kind == "schema" && !included {
-            continue;
-        }
+        let identity = text(row, 1);
+        // An object in no schema (a cast, a language) counts as included: its kind decides.
+        let included = flag(row, 3);
         let target = match kind.as_str() {
             "table column" | "view column" | "materialized view column" | "composite type column" => format!("COLUMN {identity}"),
             "table constraint" => format!("CONSTRAINT {identity}"),
@@ -497,13 +500,13 @@ fn comments(conn: &mut Conn, sel: &str, selection: &Selection, doc: &mut SchemaD
             }
             _ => {
                 if included {
-                    unsupported.push(format!("comment on {kind} {identity}"));
+                    unsupported.push(("comment".to_string(), format!("on {kind} {identity}")));
                 }
                 continue;
             }
         };
         if included {
-            doc.post_data.push(format!("COMMENT ON {target} IS {}", literal(&text(row, 3))));
+            doc.post_data.push(format!("COMMENT ON {target} IS {}", literal(&text(row, 2))));
         }
     }
     fail_unsupported(unsupported, selection)
@@ -522,8 +525,7 @@ fn check_unsupported(conn: &mut Conn, sel: &str, selection: &Selection) -> Resul
         format!("SELECT 'clustered index', i.indexrelid::pg_catalog.regclass::text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {in_schemas} AND i.indisclustered AND {}", member("pg_class", "c.oid")),
         format!("SELECT 'rule', format('%I on %s', r.rulename, c.oid::pg_catalog.regclass) FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {in_schemas} AND r.rulename <> '_RETURN' AND {}", member("pg_class", "c.oid")),
         format!("SELECT CASE p.prokind WHEN 'a' THEN 'aggregate' ELSE 'window function' END, p.oid::pg_catalog.regprocedure::text FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE {in_schemas} AND p.prokind IN ('a', 'w') AND {}", member("pg_proc", "p.oid")),
-        format!("SELECT CASE t.typtype WHEN 'b' THEN 'base type' WHEN 'p' THEN 'pseudo-type' ELSE 'type' END, t.oid::pg_catalog.regtype::text FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE {in_schemas} AND t.typtype IN ('b', 'p') AND t.typarray <> 0 AND {}", member("pg_type", "t.oid")),
-        format!("SELECT 'base type', t.oid::pg_catalog.regtype::text FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE {in_schemas} AND t.typtype = 'b' AND t.typelem = 0 AND t.typarray = 0 AND {}", member("pg_type", "t.oid")),
+        format!("SELECT CASE t.typtype WHEN 'b' THEN 'base type' ELSE 'shell type' END, t.oid::pg_catalog.regtype::text FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE {in_schemas} AND t.typtype IN ('b', 'p') AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type el WHERE el.typarray = t.oid) AND {}", member("pg_type", "t.oid")),
         format!("SELECT 'range type with a canonical function', r.rngtypid::pg_catalog.regtype::text FROM pg_catalog.pg_range r JOIN pg_catalog.pg_type t ON t.oid = r.rngtypid JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE {in_schemas} AND r.rngcanonical <> 0 AND {}", member("pg_type", "t.oid")),
         format!("SELECT 'operator', o.oid::pg_catalog.regoperator::text FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE {in_schemas} AND {}", member("pg_operator", "o.oid")),
         format!("SELECT 'operator class', format('%I.%I', n.nspname, o.opcname) FROM pg_catalog.pg_opclass o JOIN pg_catalog.pg_namespace n ON n.oid = o.opcnamespace WHERE {in_schemas} AND {}", member("pg_opclass", "o.oid")),
@@ -535,7 +537,7 @@ fn check_unsupported(conn: &mut Conn, sel: &str, selection: &Selection) -> Resul
         format!("SELECT 'text search parser', format('%I.%I', n.nspname, o.prsname) FROM pg_catalog.pg_ts_parser o JOIN pg_catalog.pg_namespace n ON n.oid = o.prsnamespace WHERE {in_schemas} AND {}", member("pg_ts_parser", "o.oid")),
         format!("SELECT 'text search template', format('%I.%I', n.nspname, o.tmplname) FROM pg_catalog.pg_ts_template o JOIN pg_catalog.pg_namespace n ON n.oid = o.tmplnamespace WHERE {in_schemas} AND {}", member("pg_ts_template", "o.oid")),
         format!("SELECT 'statistics object', format('%I.%I', n.nspname, o.stxname) FROM pg_catalog.pg_statistic_ext o JOIN pg_catalog.pg_namespace n ON n.oid = o.stxnamespace WHERE {in_schemas} AND {}", member("pg_statistic_ext", "o.oid")),
-        format!("SELECT 'cast', format('(%s AS %s)', o.castsource::pg_catalog.regtype, o.casttarget::pg_catalog.regtype) FROM pg_catalog.pg_cast o WHERE o.oid >= 16384 AND {}", member("pg_cast", "o.oid")),
+        format!("SELECT 'cast', format('(%s AS %s)', o.castsource::pg_catalog.regtype, o.casttarget::pg_catalog.regtype) FROM pg_catalog.pg_cast o WHERE o.oid >= 16384 AND {} AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_cast'::regclass AND d.objid = o.oid AND d.deptype = 'i')", member("pg_cast", "o.oid")),
         format!("SELECT 'procedural language', o.lanname::text FROM pg_catalog.pg_language o WHERE o.oid >= 16384 AND {}", member("pg_language", "o.oid")),
         format!("SELECT 'access method', o.amname::text FROM pg_catalog.pg_am o WHERE o.oid >= 16384 AND {}", member("pg_am", "o.oid")),
         format!("SELECT 'transform', format('for %s', o.trftype::pg_catalog.regtype) FROM pg_catalog.pg_transform o WHERE o.oid >= 16384 AND {}", member("pg_transform", "o.oid")),
@@ -547,23 +549,37 @@ fn check_unsupported(conn: &mut Conn, sel: &str, selection: &Selection) -> Resul
         "SELECT 'security label', pg_catalog.pg_describe_object(o.classoid, o.objoid, o.objsubid) FROM pg_catalog.pg_seclabel o".to_string(),
         "SELECT 'extension configuration table', x.extname::text FROM pg_catalog.pg_extension x WHERE x.extconfig IS NOT NULL".to_string(),
         format!("SELECT 'column statistics target', c.oid::pg_catalog.regclass::text || '.' || pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {in_schemas} AND c.relkind IN ('r', 'p', 'm') AND a.attnum > 0 AND NOT a.attisdropped AND a.attstattarget >= 0 AND {}", member("pg_class", "c.oid")),
-        format!("SELECT 'column storage', c.oid::pg_catalog.regclass::text || '.' || pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {in_schemas} AND c.relkind IN ('r', 'p', 'm') AND a.attnum > 0 AND NOT a.attisdropped AND (a.attstorage <> t.typstorage OR a.attcompression <> '' OR a.attoptions IS NOT NULL) AND {}", member("pg_class", "c.oid")),
+        format!("SELECT 'column storage', c.oid::pg_catalog.regclass::text || '.' || pg_catalog.quote_ident(a.attname) FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {in_schemas} AND c.relkind IN ('r', 'p', 'm') AND a.attnum > 0 AND NOT a.attisdropped AND (a.attstorage <> t.typstorage OR a.attcompression IN ('p', 'l') OR EXISTS (SELECT 1 FROM unnest(a.attoptions) o WHERE o NOT LIKE 'pg\\_attver=%')) AND {}", member("pg_class", "c.oid")),
         format!("SELECT 'default on a view column', c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_class c ON c.oid = d.adrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {in_schemas} AND c.relkind = 'v'"),
         format!("SELECT 'column default on a partition', c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_attrdef d JOIN pg_catalog.pg_class c ON c.oid = d.adrelid JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE {in_schemas} AND c.relispartition AND NOT a.attislocal AND pg_catalog.pg_get_expr(d.adbin, d.adrelid) IS DISTINCT FROM (SELECT pg_catalog.pg_get_expr(pd.adbin, pd.adrelid) FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_attribute pa ON pa.attrelid = i.inhparent AND pa.attname = a.attname JOIN pg_catalog.pg_attrdef pd ON pd.adrelid = pa.attrelid AND pd.adnum = pa.attnum WHERE i.inhrelid = c.oid)"),
     ];
     let rows = conn.query(&checks.join("\nUNION ALL\n"))?;
-    let found: Vec<String> = rows.iter().map(|r| format!("{} {}", text(r, 0), text(r, 1))).collect();
+    let found: Vec<(String, String)> = rows.iter().map(|r| (text(r, 0), text(r, 1))).collect();
     fail_unsupported(found, selection)
 }
 
-/// Fails on the unsupported objects found, except the kinds the pipeline skips (logged).
-fn fail_unsupported(found: Vec<String>, selection: &Selection) -> Result<()> {
+/// The kinds of object the backup fails on, as `skip_unsupported` names them.
+pub const UNSUPPORTED_KINDS: &[&str] = &[
+    "access method", "aggregate", "base type", "cast", "clustered index", "collation",
+    "column default on a partition", "column statistics target", "column storage", "comment",
+    "conversion", "default on a view column", "event trigger", "extension configuration table",
+    "foreign data wrapper", "foreign server", "foreign table", "large object", "operator",
+    "operator class", "operator family", "procedural language", "publication",
+    "range type with a canonical function", "replica identity", "rule", "security label",
+    "shell type", "statistics object", "table inheritance", "tablespace",
+    "text search configuration", "text search dictionary", "text search parser",
+    "text search template", "transform", "typed table", "window function",
+];
+
+/// Fails on the unsupported objects found (kind, name), except the kinds the pipeline
+/// skips (each logged).
+fn fail_unsupported(found: Vec<(String, String)>, selection: &Selection) -> Result<()> {
     let mut failing = Vec::new();
-    for object in found {
-        if selection.skips(&object) {
-            runner_sdk::warn!("left out of the backup (`skip_unsupported`): {object}");
+    for (kind, name) in found {
+        if selection.skips(&kind) {
+            runner_sdk::warn!("left out of the backup (`skip_unsupported`): {kind} {name}");
         } else {
-            failing.push(object);
+            failing.push(format!("{kind} {name}"));
         }
     }
     if failing.is_empty() {

@@ -53,7 +53,20 @@ impl Selection {
             exclude_schemas: patterns("exclude_schemas", &config.exclude_schemas, false)?,
             include_tables: patterns("include_tables", &config.include_tables, true)?,
             exclude_tables: patterns("exclude_tables", &config.exclude_tables, true)?,
-            skip_unsupported: config.skip_unsupported.clone(),
+            skip_unsupported: config
+                .skip_unsupported
+                .iter()
+                .map(|kind| {
+                    if crate::catalog::UNSUPPORTED_KINDS.contains(&kind.as_str()) {
+                        Ok(kind.clone())
+                    } else {
+                        Err(Error::config_field(
+                            "skip_unsupported",
+                            format!("unknown kind {kind:?}; the kinds are: {}", crate::catalog::UNSUPPORTED_KINDS.join(", ")),
+                        ))
+                    }
+                })
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -69,8 +82,8 @@ impl Selection {
             && !self.exclude_tables.iter().any(|p| p.matches(name))
     }
 
-    /// Whether an unsupported object ("rule x on app.t") is of a kind the pipeline skips.
-    pub fn skips(&self, object: &str) -> bool {
-        self.skip_unsupported.iter().any(|kind| object.strip_prefix(kind.as_str()).is_some_and(|rest| rest.starts_with(' ')))
+    /// Whether the pipeline leaves out unsupported objects of this kind.
+    pub fn skips(&self, kind: &str) -> bool {
+        self.skip_unsupported.iter().any(|k| k == kind)
     }
 }
