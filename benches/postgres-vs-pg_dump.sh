@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): runner's postgres pipeline (postgres -> checksum -> zstd-3 -> local)
+# Benchmark (not a test): runner's postgres pipeline (postgres -> zstd-3 -> local)
 # against pg_dump -Fc and pg_restore -j 2, on one pgbench database, in the same run.
 # Prints a table with seconds, MB/s of table data and the stored size.
 #
@@ -32,9 +32,6 @@ type = "postgres"
 url = "postgres://postgres@127.0.0.1:5432/$SRC"
 
 [[transform]]
-type = "checksum"
-
-[[transform]]
 type = "zstd"
 level = 3
 
@@ -56,9 +53,9 @@ seconds() {
 drop() { psql "${PG[@]}" -XAtq -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
 drop "$OURS"; drop "$THEIRS"
 
-(cd "$WORK" && echo "runner run" >>log)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 RUN=$(cd "$WORK" && seconds "$RUNNER" run pipeline.toml)
-DUMP=$(seconds pg_dump "${PG[@]}" -Fc -Z 3 -f "$WORK/dump.fc" "$SRC")
+DUMP=$(seconds pg_dump "${PG[@]}" -Fc -f "$WORK/dump.fc" "$SRC")
 RESTORE=$(cd "$WORK" && seconds "$RUNNER" restore pipeline.toml --target "$OURS")
 psql "${PG[@]}" -XAtq -d postgres -c "CREATE DATABASE $THEIRS"
 PGRESTORE=$(seconds pg_restore "${PG[@]}" -j 2 -d "$THEIRS" "$WORK/dump.fc")
@@ -66,9 +63,10 @@ PGRESTORE=$(seconds pg_restore "${PG[@]}" -j 2 -d "$THEIRS" "$WORK/dump.fc")
 OURS_MB=$(du -sm "$WORK/repo" | cut -f1)
 THEIRS_MB=$(du -sm "$WORK/dump.fc" | cut -f1)
 rate() { echo "scale=1; $DATA_MB / $1" | bc; }
+echo "load average before the timings: $LOAD"
 printf '\n%-34s %9s %9s %10s\n' "step ($DATA_MB MB database)" seconds "MB/s" "stored MB"
 printf '%-34s %9.1f %9s %10s\n' "runner run (postgres, zstd-3)" "$RUN" "$(rate "$RUN")" "$OURS_MB"
-printf '%-34s %9.1f %9s %10s\n' "pg_dump -Fc -Z 3" "$DUMP" "$(rate "$DUMP")" "$THEIRS_MB"
+printf '%-34s %9.1f %9s %10s\n' "pg_dump -Fc (gzip 6)" "$DUMP" "$(rate "$DUMP")" "$THEIRS_MB"
 printf '%-34s %9.1f %9s %10s\n' "runner restore (staging + rename)" "$RESTORE" "$(rate "$RESTORE")" "-"
 printf '%-34s %9.1f %9s %10s\n' "pg_restore -j 2" "$PGRESTORE" "$(rate "$PGRESTORE")" "-"
 

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend::Message, frontend};
@@ -117,6 +117,9 @@ impl ServerError {
         }
     }
 }
+
+/// Bytes asked of the socket per read: large, so a COPY costs few calls into the host.
+const READ_SIZE: usize = 256 << 10;
 
 /// Rows of a simple query, every value as text (None for NULL).
 pub type Rows = Vec<Vec<Option<String>>>;
@@ -243,7 +246,7 @@ impl Conn {
                 return Ok(message);
             }
             let start = self.input.len();
-            self.input.resize(start + (1 << 16), 0);
+            self.input.resize(start + READ_SIZE, 0);
             let n = self.stream.read(&mut self.input[start..]);
             let n = match n {
                 Ok(n) => n,
@@ -379,7 +382,11 @@ impl Conn {
 
     /// Sends bytes of a running `COPY … FROM STDIN`.
     pub fn copy_in_data(&mut self, data: &[u8]) -> Result<()> {
-        frontend::CopyData::new(Bytes::copy_from_slice(data)).map_err(Error::internal)?.write(&mut self.output);
+        // A CopyData message written in place: tag, length (itself included), bytes.
+        let length = i32::try_from(data.len() + 4).map_err(|_| Error::invalid_input("a COPY chunk over 2 GiB"))?;
+        self.output.put_u8(b'd');
+        self.output.put_i32(length);
+        self.output.extend_from_slice(data);
         if self.output.len() >= 1 << 18 {
             self.flush()?;
         }
