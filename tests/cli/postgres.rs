@@ -504,3 +504,51 @@ fn fake_password_server(listener: std::net::TcpListener) {
     message.extend_from_slice(&body);
     stream.write_all(&message).unwrap();
 }
+
+/// Roles created for one test, dropped after its databases.
+struct Roles(Vec<String>);
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        for role in &self.0 {
+            let _ = Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-XAtq", "-c"])
+                .arg(format!("DROP ROLE IF EXISTS {role}"))
+                .output();
+        }
+    }
+}
+
+#[test]
+fn postgres_privileges_restore_owners_and_grants() {
+    let (owner, reader) = (format!("runner_owner_{}", std::process::id()), format!("runner_reader_{}", std::process::id()));
+    psql("postgres", &format!("DROP ROLE IF EXISTS {owner}; DROP ROLE IF EXISTS {reader}; CREATE ROLE {owner}; CREATE ROLE {reader}"));
+    let _roles = Roles(vec![owner.clone(), reader.clone()]);
+    let source = Db::create("priv");
+    source.sql(FIXTURE);
+    source.sql(&format!(
+        "ALTER SCHEMA app OWNER TO {owner}; ALTER TABLE app.orders OWNER TO {owner}; ALTER VIEW app.big_orders OWNER TO {owner};
+         ALTER TYPE app.mood OWNER TO {owner}; ALTER DOMAIN app.positive OWNER TO {owner}; ALTER FUNCTION app.touch() OWNER TO {owner};
+         GRANT USAGE ON SCHEMA app TO {reader}; GRANT SELECT ON app.orders, app.big_orders TO {reader};
+         GRANT SELECT (name), UPDATE (email) ON app.customers TO {reader}; GRANT USAGE ON SEQUENCE app.counter TO {reader};
+         REVOKE EXECUTE ON FUNCTION app.add(int, int) FROM PUBLIC; GRANT EXECUTE ON FUNCTION app.add(int, int) TO {reader} WITH GRANT OPTION;"
+    ));
+    let pipeline = Pipeline::for_db(&source, "privileges = true\n");
+    pipeline.backup();
+    let target = Db::reserve("priv_dst");
+    let output = pipeline.restore(&["--target", &target.name]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // pg_dump with owners and privileges this time.
+    let dump = |db: &Db| {
+        let output = Command::new("pg_dump").args(["-h", "127.0.0.1", "-U", "postgres", "--schema-only", "-d", &db.name]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|l| !(l.starts_with("--") || l.starts_with("SET ") || l.starts_with("SELECT pg_catalog.set_config") || l.starts_with('\\') || l.trim().is_empty()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let before = dump(&source);
+    assert!(before.contains(&format!("OWNER TO {owner}")) && before.contains(&format!("TO {reader}")));
+    assert_eq!(before, dump(&target));
+}

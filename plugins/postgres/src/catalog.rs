@@ -444,6 +444,9 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
         doc.post_data.push(text(&row, 0));
     }
     comments(conn, &sel, selection, &mut doc)?;
+    if selection.privileges {
+        privileges(conn, &in_schemas, &tsel, &mut doc)?;
+    }
     Ok(doc)
 }
 
@@ -462,6 +465,68 @@ fn column_definition(c: &[Option<String>]) -> String {
         def.push_str(" NOT NULL");
     }
     def
+}
+
+/// Owners, then privileges, of every backed-up schema, relation, type and function, as
+/// pg_dump writes them: ALTER … OWNER TO, then REVOKE ALL and one GRANT per ACL entry.
+fn privileges(conn: &mut Conn, in_schemas: &str, tsel: &str, doc: &mut SchemaDoc) -> Result<()> {
+    // (keyword, name, owner, acl) of every object; sequences owned by a column follow their table.
+    let objects = format!(
+        "SELECT 'SCHEMA', pg_catalog.quote_ident(n.nspname), n.nspowner, n.nspacl FROM pg_catalog.pg_namespace n WHERE {in_schemas}
+         UNION ALL
+         SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                c.oid::pg_catalog.regclass::text, c.relowner, c.relacl
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE {in_schemas} AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND {}
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
+         UNION ALL
+         SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::pg_catalog.regtype::text, t.typowner, t.typacl
+           FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+          WHERE {in_schemas} AND {} AND t.typtype IN ('e', 'd', 'c', 'r')
+            AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
+         UNION ALL
+         SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, p.oid::pg_catalog.regprocedure::text, p.proowner, p.proacl
+           FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          WHERE {in_schemas} AND {} AND p.prokind IN ('f', 'p')
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'i')",
+        not_extension_member("pg_class", "c.oid"),
+        not_extension_member("pg_type", "t.oid"),
+        not_extension_member("pg_proc", "p.oid"),
+    );
+    let grantee = "CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END";
+    let rows = conn.query(&format!(
+        "WITH o(keyword, name, owner, acl) AS ({objects})
+         SELECT 1, o.keyword, o.name, format('ALTER %s %s OWNER TO %I', o.keyword, o.name, pg_catalog.pg_get_userbyid(o.owner)), 0::bigint FROM o
+         UNION ALL
+         SELECT 2, o.keyword, o.name, format('REVOKE ALL ON %s %s FROM PUBLIC', o.keyword, o.name), 0
+           FROM o WHERE o.acl IS NOT NULL
+         UNION ALL
+         SELECT 3, o.keyword, o.name, format('REVOKE ALL ON %s %s FROM %I', o.keyword, o.name, pg_catalog.pg_get_userbyid(o.owner)), 0
+           FROM o WHERE o.acl IS NOT NULL
+         UNION ALL
+         SELECT 4, o.keyword, o.name, format('GRANT %s ON %s %s TO %s%s', a.privilege_type, o.keyword, o.name, {grantee},
+                                             CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END), a.ord
+           FROM o, LATERAL pg_catalog.aclexplode(o.acl) WITH ORDINALITY a(grantor, grantee, privilege_type, is_grantable, ord)
+         UNION ALL
+         SELECT 5, 'COLUMN', c.oid::pg_catalog.regclass::text, format('GRANT %s (%I) ON TABLE %s TO %s%s', a.privilege_type, att.attname,
+                                             c.oid::pg_catalog.regclass, {grantee}, CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END), att.attnum * 1000 + a.ord
+           FROM pg_catalog.pg_attribute att JOIN pg_catalog.pg_class c ON c.oid = att.attrelid,
+                LATERAL pg_catalog.aclexplode(att.attacl) WITH ORDINALITY a(grantor, grantee, privilege_type, is_grantable, ord)
+          WHERE att.attrelid = ANY({tsel}) AND att.attacl IS NOT NULL AND NOT att.attisdropped
+         ORDER BY 1, 2, 3, 5"
+    ))?;
+    // Views and materialized views use the same keywords in GRANT as tables.
+    for row in rows {
+        let statement = text(&row, 3).replace(" ON VIEW ", " ON TABLE ").replace(" ON MATERIALIZED VIEW ", " ON TABLE ");
+        doc.post_data.push(statement);
+    }
+    let defaults = conn.query("SELECT count(*) FROM pg_catalog.pg_default_acl")?;
+    if text(&defaults[0], 0) != "0" {
+        return Err(Error::unsupported(
+            "default privileges (ALTER DEFAULT PRIVILEGES) are not backed up; set `privileges = false` or remove them",
+        ));
+    }
+    Ok(())
 }
 
 /// `COMMENT ON` for every commented object of a kind this plugin restores.

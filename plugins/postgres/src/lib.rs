@@ -13,6 +13,7 @@
 //! include_tables = ["app.*"]                        # whose rows are backed up; empty = every table
 //! exclude_tables = ["app.audit_log"]                # definition kept, rows left out
 //! skip_unsupported = ["rule"]                       # object kinds to leave out knowingly
+//! privileges = false                                # true: owners and GRANTs too
 //! ```
 //!
 //! # Artifacts
@@ -28,8 +29,9 @@
 //!
 //! An object kind this plugin does not restore (rules, aggregates, foreign tables,
 //! operators, …) fails the backup, naming every such object, unless its kind is listed in
-//! `skip_unsupported`. Ownership and privileges are not backed up: restored objects
-//! belong to the restoring user (pg_dump's `--no-owner --no-privileges`).
+//! `skip_unsupported`. Owners and privileges are backed up only with `privileges = true`
+//! (then the roles must exist where the database is restored); without it restored
+//! objects belong to the restoring user (pg_dump's `--no-owner --no-privileges`).
 //!
 //! # Restore
 //!
@@ -76,6 +78,9 @@ pub struct Config {
     exclude_tables: Vec<String>,
     #[serde(default)]
     skip_unsupported: Vec<String>,
+    /// Back up owners and privileges (GRANTs) too; the roles must exist where it restores.
+    #[serde(default)]
+    privileges: bool,
 }
 
 struct Postgres {

@@ -44,6 +44,8 @@ pub struct Selection {
     include_tables: Vec<Pattern>,
     exclude_tables: Vec<Pattern>,
     skip_unsupported: Vec<String>,
+    /// Owners and GRANTs are backed up.
+    pub privileges: bool,
 }
 
 impl Selection {
@@ -67,6 +69,7 @@ impl Selection {
                     }
                 })
                 .collect::<Result<_>>()?,
+            privileges: config.privileges,
         })
     }
 
