@@ -181,6 +181,11 @@ CREATE TABLE billing.invoices (id int PRIMARY KEY, customer_id bigint REFERENCES
 CREATE FUNCTION billing.open_invoices() RETURNS SETOF billing.invoices LANGUAGE sql STABLE AS 'SELECT * FROM billing.invoices WHERE amount > 0';
 COMMENT ON FUNCTION billing.open_invoices() IS 'unpaid';
 CREATE TABLE billing.empty (x int);
+CREATE FUNCTION app.is_even(i int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT i % 2 = 0';
+CREATE DOMAIN app.even AS int CHECK (app.is_even(VALUE));
+CREATE TABLE billing.pairs (n app.even);
+CREATE FUNCTION app.big_orders_of(c bigint) RETURNS SETOF app.big_orders LANGUAGE sql STABLE AS 'SELECT * FROM app.big_orders WHERE customer_id = c';
+CREATE FUNCTION app.order_count() RETURNS bigint LANGUAGE sql STABLE BEGIN ATOMIC SELECT count(*) FROM app.orders; END;
 CREATE UNLOGGED TABLE billing.scratch (k text PRIMARY KEY, v text) WITH (fillfactor = 70);
 
 INSERT INTO app.customers (name, email, mood, address) VALUES
@@ -203,6 +208,7 @@ INSERT INTO app.bookings (room, during) VALUES (1, '[2024-01-01, 2024-01-02)'), 
 INSERT INTO app.events SELECT g, DATE '2024-06-01' + (g * 3), 'kind ' || (g % 4) FROM generate_series(1, 400) g;
 INSERT INTO billing.invoices SELECT g, 1 + g % 10, g * 3.5, DATE '2025-01-01' + g, 'inv ' || g FROM generate_series(1, 100) g;
 INSERT INTO billing.scratch VALUES ('k', 'v');
+INSERT INTO billing.pairs VALUES (2), (4), (NULL);
 REFRESH MATERIALIZED VIEW app.order_totals;
 "#;
 

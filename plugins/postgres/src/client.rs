@@ -98,7 +98,7 @@ pub struct ServerError {
 }
 
 impl ServerError {
-    fn to_error(&self, context: &str) -> Error {
+    pub fn to_error(&self, context: &str) -> Error {
         let mut text = format!("{context}: {} (SQLSTATE {})", self.message, self.code);
         if let Some(detail) = &self.detail {
             text.push_str(&format!("; {detail}"));
@@ -280,6 +280,14 @@ impl Conn {
 
     /// Runs one or more statements; returns the rows of the last one that returned any.
     pub fn query(&mut self, sql: &str) -> Result<Rows> {
+        match self.query_checked(sql)? {
+            Ok(rows) => Ok(rows),
+            Err(e) => Err(e.to_error(&format!("PostgreSQL at {} failed `{}`", self.address, abbreviate(sql)))),
+        }
+    }
+
+    /// Runs statements; the outer error is the connection's, the inner one the server's.
+    pub fn query_checked(&mut self, sql: &str) -> Result<std::result::Result<Rows, ServerError>> {
         frontend::query(sql, &mut self.output).map_err(Error::internal)?;
         self.flush()?;
         let mut rows = Vec::new();
@@ -307,10 +315,10 @@ impl Conn {
                 _ => return Err(self.unexpected("a query")),
             }
         }
-        match failed {
-            Some(e) => Err(e.to_error(&format!("PostgreSQL at {} failed `{}`", self.address, abbreviate(sql)))),
+        Ok(match failed {
+            Some(e) => Err(e),
             None => Ok(rows),
-        }
+        })
     }
 
     /// Runs statements that return no rows.
@@ -446,7 +454,7 @@ fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -
 }
 
 /// The first line of a statement, shortened, for error messages.
-fn abbreviate(sql: &str) -> String {
+pub fn abbreviate(sql: &str) -> String {
     let line = sql.trim().lines().next().unwrap_or_default();
     if line.chars().count() > 160 { format!("{}…", line.chars().take(160).collect::<String>()) } else { line.to_string() }
 }

@@ -12,7 +12,7 @@ use runner_sdk::{
 
 use crate::backup::{SCHEMA_ARTIFACT, SCHEMA_MEDIA_TYPE, TABLE_MEDIA_TYPE};
 use crate::catalog::{SCHEMA_FORMAT, SchemaDoc};
-use crate::client::{Conn, ConnInfo, ident, literal};
+use crate::client::{Conn, ConnInfo, abbreviate, ident, literal};
 
 /// Where maintenance statements (CREATE/ALTER/DROP DATABASE) run.
 const MAINTENANCE_DATABASE: &str = "postgres";
@@ -94,9 +94,7 @@ impl Inner {
         let built = (|| {
             let mut conn = Conn::connect(&self.server, &staging)?;
             conn.execute("SELECT pg_catalog.set_config('search_path', '', false); SET check_function_bodies = false; SET client_min_messages = warning")?;
-            for statement in &doc.pre_data {
-                conn.execute(statement)?;
-            }
+            create_in_dependency_order(&mut conn, &doc.pre_data)?;
             Ok::<_, Error>(conn)
         })();
         match built {
@@ -192,6 +190,40 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// SQLSTATEs of a statement that names something not created yet: undefined table,
+/// object (type), function, schema.
+const NOT_YET_CREATED: &[&str] = &["42P01", "42704", "42883", "3F000"];
+
+/// Runs the statements in their recorded order; one that fails because something it
+/// names does not exist yet is retried after the others, until every statement ran or
+/// a whole pass made no progress (then the first such error is the restore's). This
+/// settles dependencies the recorded order does not (a domain whose check calls a
+/// function, a function returning a view's row type, a `BEGIN ATOMIC` body).
+fn create_in_dependency_order(conn: &mut Conn, statements: &[String]) -> Result<()> {
+    let mut pending: Vec<&String> = statements.iter().collect();
+    while !pending.is_empty() {
+        let mut deferred = Vec::new();
+        let mut first_error = None;
+        for &statement in &pending {
+            match conn.query_checked(statement)? {
+                Ok(_) => {}
+                Err(e) if NOT_YET_CREATED.contains(&e.code.as_str()) => {
+                    first_error.get_or_insert((e, statement));
+                    deferred.push(statement);
+                }
+                Err(e) => return Err(e.to_error(&format!("restoring `{}` failed", abbreviate(statement)))),
+            }
+        }
+        if let Some((e, statement)) = first_error
+            && deferred.len() == pending.len()
+        {
+            return Err(e.to_error(&format!("restoring `{}` failed", abbreviate(statement))));
+        }
+        pending = deferred;
+    }
+    Ok(())
 }
 
 fn drop_database(admin: &mut Conn, name: &str) {
