@@ -20,16 +20,30 @@ static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 
 impl Db {
     fn create(label: &str) -> Db {
-        let name = format!("runner_t{}_{}_{label}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
-        psql("postgres", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        let name = format!(
+            "runner_t{}_{}_{label}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
         psql("postgres", &format!("CREATE DATABASE {name}"));
         Db { name }
     }
 
     /// A name for a database the test expects a restore to create (dropped after too).
     fn reserve(label: &str) -> Db {
-        let name = format!("runner_t{}_{}_{label}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst));
-        psql("postgres", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        let name = format!(
+            "runner_t{}_{}_{label}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
         Db { name }
     }
 
@@ -45,8 +59,20 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-XAtq", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-XAtq",
+                "-c",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .output();
     }
 }
@@ -54,20 +80,51 @@ impl Drop for Db {
 /// Runs SQL with psql, failing the test on any error; returns the unaligned output.
 fn psql(database: &str, sql: &str) -> String {
     let output = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", database, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-XAtq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .expect("psql runs");
-    assert!(output.status.success(), "psql {database}: {sql}\n{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim_end().to_string()
+    assert!(
+        output.status.success(),
+        "psql {database}: {sql}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string()
 }
 
 /// `pg_dump --schema-only --no-owner` without comments, SET lines and blank lines.
 fn schema_dump(db: &Db) -> String {
     let output = Command::new("pg_dump")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "--schema-only", "--no-owner", "-d", &db.name])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "--schema-only",
+            "--no-owner",
+            "-d",
+            &db.name,
+        ])
         .output()
         .expect("pg_dump runs");
-    assert!(output.status.success(), "pg_dump: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|l| {
@@ -99,7 +156,12 @@ fn content(db: &Db) -> String {
     }
     let sequences = db.sql("SELECT c.oid::regclass FROM pg_class c WHERE c.relkind = 'S' ORDER BY c.oid::regclass::text");
     for sequence in sequences.lines() {
-        out.push_str(&format!("{sequence}: {}\n", db.sql(&format!("SELECT last_value || ' ' || is_called FROM {sequence}"))));
+        out.push_str(&format!(
+            "{sequence}: {}\n",
+            db.sql(&format!(
+                "SELECT last_value || ' ' || is_called FROM {sequence}"
+            ))
+        ));
     }
     out
 }
@@ -228,7 +290,10 @@ impl Pipeline {
     }
 
     fn for_db(db: &Db, extra: &str) -> Pipeline {
-        Pipeline::new(&format!("type = \"postgres\"\nurl = \"{}\"\n{extra}", db.url()))
+        Pipeline::new(&format!(
+            "type = \"postgres\"\nurl = \"{}\"\n{extra}",
+            db.url()
+        ))
     }
 
     fn path(&self) -> &Path {
@@ -247,7 +312,12 @@ impl Pipeline {
 
     fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args);
-        assert!(output.status.success(), "runner {args:?} failed:\n{}\n{}", stdout(&output), stderr(&output));
+        assert!(
+            output.status.success(),
+            "runner {args:?} failed:\n{}\n{}",
+            stdout(&output),
+            stderr(&output)
+        );
         stdout(&output)
     }
 
@@ -265,16 +335,30 @@ impl Pipeline {
     /// JSON in this unencrypted repository.
     fn artifact_metadata(&self, artifact: &str, key: &str) -> Option<String> {
         let snapshots = self.path().join("repo/snapshots");
-        let manifest = std::fs::read_dir(&snapshots).unwrap().next()?.unwrap().path();
-        let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+        let manifest = std::fs::read_dir(&snapshots)
+            .unwrap()
+            .next()?
+            .unwrap()
+            .path();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
         let artifacts = manifest.get("artifacts")?.as_array()?;
-        let found = artifacts.iter().find(|a| a.get("name").and_then(|n| n.as_str()) == Some(artifact))?;
-        found.get("metadata")?.get(key)?.as_str().map(str::to_string)
+        let found = artifacts
+            .iter()
+            .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(artifact))?;
+        found
+            .get("metadata")?
+            .get(key)?
+            .as_str()
+            .map(str::to_string)
     }
 }
 
 fn staging_databases(target: &str) -> String {
-    psql("postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{target}\\_runner\\_%'"))
+    psql(
+        "postgres",
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{target}\\_runner\\_%'"),
+    )
 }
 
 #[test]
@@ -286,8 +370,17 @@ fn postgres_backup_restores_a_database_that_dumps_identically() {
 
     let target = Db::reserve("dst");
     let output = pipeline.restore(&["--target", &target.name]);
-    assert!(output.status.success(), "restore failed:\n{}\n{}", stdout(&output), stderr(&output));
-    assert!(stdout(&output).contains("app.orders: rows=3000"), "{}", stdout(&output));
+    assert!(
+        output.status.success(),
+        "restore failed:\n{}\n{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("app.orders: rows=3000"),
+        "{}",
+        stdout(&output)
+    );
     let (before, after) = (schema_dump(&source), schema_dump(&target));
     if before != after {
         let diff = Command::new("diff")
@@ -299,7 +392,11 @@ fn postgres_backup_restores_a_database_that_dumps_identically() {
         panic!("pg_dump of the restored database differs:\n{diff}");
     }
     assert_eq!(content(&source), content(&target));
-    assert_eq!(staging_databases(&target.name), "", "no staging database is left");
+    assert_eq!(
+        staging_databases(&target.name),
+        "",
+        "no staging database is left"
+    );
 
     // Over an existing database only with --mode replace, which swaps it whole.
     let refused = pipeline.restore(&["--target", &target.name]);
@@ -313,12 +410,24 @@ fn postgres_backup_restores_a_database_that_dumps_identically() {
     assert_eq!(staging_databases(&target.name), "");
 
     // Row counts in the snapshot's metadata are exact.
-    assert_eq!(pipeline.artifact_metadata("app.orders", "rows").as_deref(), Some("3000"));
-    assert_eq!(pipeline.artifact_metadata("app.events_2024", "rows").as_deref(), Some(source.sql("SELECT count(*) FROM app.events_2024").as_str()));
+    assert_eq!(
+        pipeline.artifact_metadata("app.orders", "rows").as_deref(),
+        Some("3000")
+    );
+    assert_eq!(
+        pipeline
+            .artifact_metadata("app.events_2024", "rows")
+            .as_deref(),
+        Some(source.sql("SELECT count(*) FROM app.events_2024").as_str())
+    );
 }
 
 fn write_temp(text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("runner-pgdump-{}-{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::SeqCst)));
+    let path = std::env::temp_dir().join(format!(
+        "runner-pgdump-{}-{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    ));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -333,11 +442,20 @@ fn postgres_unsupported_object_kinds_fail_the_backup_by_name() {
     );
     let pipeline = Pipeline::for_db(&source, "");
     let output = pipeline.run(&["run", "pipeline.toml"]);
-    assert!(!output.status.success(), "a backup that would lose objects must fail");
+    assert!(
+        !output.status.success(),
+        "a backup that would lose objects must fail"
+    );
     let err = stderr(&output);
     assert!(err.contains("rule t_logged on public.t"), "{err}");
     assert!(err.contains("aggregate public.my_sum(integer)"), "{err}");
-    assert!(!pipeline.path().join("repo/snapshots").exists() || std::fs::read_dir(pipeline.path().join("repo/snapshots")).unwrap().next().is_none());
+    assert!(
+        !pipeline.path().join("repo/snapshots").exists()
+            || std::fs::read_dir(pipeline.path().join("repo/snapshots"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 
     // Leaving them out is possible, but only by saying so.
     let pipeline = Pipeline::for_db(&source, "skip_unsupported = [\"rule\", \"aggregate\"]\n");
@@ -355,27 +473,63 @@ fn postgres_restores_one_table_into_an_existing_database() {
     assert!(output.status.success(), "{}", stderr(&output));
 
     target.sql("DELETE FROM app.orders WHERE id % 2 = 0; INSERT INTO billing.invoices VALUES (1000, 1, 1, NULL, 'kept')");
-    let only = pipeline.restore(&["--target", &target.name, "--only", "app.orders", "--mode", "replace"]);
+    let only = pipeline.restore(&[
+        "--target",
+        &target.name,
+        "--only",
+        "app.orders",
+        "--mode",
+        "replace",
+    ]);
     assert!(only.status.success(), "{}", stderr(&only));
-    assert!(stdout(&only).contains("app.orders: rows=3000"), "{}", stdout(&only));
-    let digest = |db: &Db, table: &str| db.sql(&format!("SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"));
+    assert!(
+        stdout(&only).contains("app.orders: rows=3000"),
+        "{}",
+        stdout(&only)
+    );
+    let digest = |db: &Db, table: &str| {
+        db.sql(&format!(
+            "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
+        ))
+    };
     assert_eq!(digest(&source, "app.orders"), digest(&target, "app.orders"));
-    assert_eq!(target.sql("SELECT note FROM billing.invoices WHERE id = 1000"), "kept", "other tables are untouched");
+    assert_eq!(
+        target.sql("SELECT note FROM billing.invoices WHERE id = 1000"),
+        "kept",
+        "other tables are untouched"
+    );
 
     // Merging rows over existing ones needs --overwrite, and a conflict changes nothing.
     let refused = pipeline.restore(&["--target", &target.name, "--only", "app.orders"]);
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("has rows"), "{}", stderr(&refused));
-    let conflict = pipeline.restore(&["--target", &target.name, "--only", "app.orders", "--overwrite"]);
+    assert!(
+        stderr(&refused).contains("has rows"),
+        "{}",
+        stderr(&refused)
+    );
+    let conflict = pipeline.restore(&[
+        "--target",
+        &target.name,
+        "--only",
+        "app.orders",
+        "--overwrite",
+    ]);
     assert!(!conflict.status.success());
-    assert!(stderr(&conflict).contains("orders_pkey"), "{}", stderr(&conflict));
+    assert!(
+        stderr(&conflict).contains("orders_pkey"),
+        "{}",
+        stderr(&conflict)
+    );
     assert_eq!(digest(&source, "app.orders"), digest(&target, "app.orders"));
 }
 
 #[test]
 fn postgres_failed_restore_leaves_the_target_unchanged() {
     let role = format!("runner_role_{}", std::process::id());
-    psql("postgres", &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role}"));
+    psql(
+        "postgres",
+        &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role}"),
+    );
     let source = Db::create("fail");
     source.sql(&format!(
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;
@@ -391,7 +545,11 @@ fn postgres_failed_restore_leaves_the_target_unchanged() {
     target.sql("CREATE TABLE sentinel (x text); INSERT INTO sentinel VALUES ('still here')");
     let output = pipeline.restore(&["--target", &target.name, "--mode", "replace"]);
     assert!(!output.status.success(), "{}", stdout(&output));
-    assert!(stderr(&output).contains(&role), "the error names the missing role: {}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&role),
+        "the error names the missing role: {}",
+        stderr(&output)
+    );
     assert_eq!(target.sql("SELECT x FROM sentinel"), "still here");
     assert_eq!(staging_databases(&target.name), "", "staging is dropped");
 }
@@ -400,21 +558,50 @@ fn postgres_failed_restore_leaves_the_target_unchanged() {
 fn postgres_backup_is_consistent_while_writers_run() {
     let source = Db::create("busy");
     let init = Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-s", "2", "--foreign-keys", "-q", &source.name])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-i",
+            "-s",
+            "2",
+            "--foreign-keys",
+            "-q",
+            &source.name,
+        ])
         .output()
         .unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     // TPC-B-like transactions until killed: each moves the same delta through accounts,
     // tellers, branches and history, so any consistent state balances.
     let mut writers = Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-c", "2", "-t", "1000000", "-n", &source.name])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-c",
+            "2",
+            "-t",
+            "1000000",
+            "-n",
+            &source.name,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Let writes begin before the snapshot is taken.
     while source.sql("SELECT count(*) FROM pgbench_history") == "0" {
-        assert!(writers.try_wait().unwrap().is_none(), "pgbench stopped before writing");
+        assert!(
+            writers.try_wait().unwrap().is_none(),
+            "pgbench stopped before writing"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let pipeline = Pipeline::for_db(&source, "");
@@ -432,9 +619,17 @@ fn postgres_backup_is_consistent_while_writers_run() {
             AND (SELECT sum(bbalance) FROM pgbench_branches) = (SELECT sum(tbalance) FROM pgbench_tellers)
             AND (SELECT sum(tbalance) FROM pgbench_tellers) = (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
     );
-    assert_eq!(balances, "t", "the restored database is one consistent state");
+    assert_eq!(
+        balances, "t",
+        "the restored database is one consistent state"
+    );
     let history = target.sql("SELECT count(*) FROM pgbench_history");
-    assert_eq!(pipeline.artifact_metadata("public.pgbench_history", "rows").as_deref(), Some(history.as_str()));
+    assert_eq!(
+        pipeline
+            .artifact_metadata("public.pgbench_history", "rows")
+            .as_deref(),
+        Some(history.as_str())
+    );
     assert!(history.parse::<u64>().unwrap() > 0);
     let foreign_keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'";
     assert_eq!(target.sql(foreign_keys), source.sql(foreign_keys));
@@ -444,16 +639,27 @@ fn postgres_backup_is_consistent_while_writers_run() {
 #[test]
 fn postgres_connection_errors_name_the_cause() {
     // Nothing listens on port 1.
-    let pipeline = Pipeline::new("type = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:1/nothing\"\n");
+    let pipeline =
+        Pipeline::new("type = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:1/nothing\"\n");
     let output = pipeline.run(&["run", "pipeline.toml"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("cannot connect to PostgreSQL at 127.0.0.1:1"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot connect to PostgreSQL at 127.0.0.1:1"),
+        "{}",
+        stderr(&output)
+    );
 
     // A database that does not exist.
-    let pipeline = Pipeline::new(&format!("type = \"postgres\"\nurl = \"postgres://postgres@{SERVER}/runner_no_such_db\"\n"));
+    let pipeline = Pipeline::new(&format!(
+        "type = \"postgres\"\nurl = \"postgres://postgres@{SERVER}/runner_no_such_db\"\n"
+    ));
     let output = pipeline.run(&["run", "pipeline.toml"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("\"runner_no_such_db\" does not exist"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("\"runner_no_such_db\" does not exist"),
+        "{}",
+        stderr(&output)
+    );
 
     // The same plugin loaded from a file gets no implied grant: its connection is refused.
     let wasm = Path::new(env!("CARGO_BIN_EXE_runner"))
@@ -462,11 +668,23 @@ fn postgres_connection_errors_name_the_cause() {
         .join("../plugins/wasm32-wasip2/release/runner_plugin_postgres.wasm");
     let wasm = wasm.canonicalize().expect("the built postgres component");
     let source = Db::create("grant");
-    let pipeline = Pipeline::new(&format!("plugin = \"{}\"\nurl = \"{}\"\n", wasm.display(), source.url()));
+    let pipeline = Pipeline::new(&format!(
+        "plugin = \"{}\"\nurl = \"{}\"\n",
+        wasm.display(),
+        source.url()
+    ));
     let output = pipeline.run(&["run", "pipeline.toml"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains(&format!("cannot connect to PostgreSQL at {SERVER}")), "{}", stderr(&output));
-    assert!(stderr(&output).contains("may reach only"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("cannot connect to PostgreSQL at {SERVER}")),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("may reach only"),
+        "{}",
+        stderr(&output)
+    );
 
     // A wrong password: a listener that answers like a server with password authentication.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -479,8 +697,14 @@ fn postgres_connection_errors_name_the_cause() {
     server.join().unwrap();
     assert!(!output.status.success());
     let err = stderr(&output);
-    assert!(err.contains("password authentication failed for user \"alice\""), "{err}");
-    assert!(!err.contains("not-used-with-trust"), "the password never shows: {err}");
+    assert!(
+        err.contains("password authentication failed for user \"alice\""),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-used-with-trust"),
+        "the password never shows: {err}"
+    );
 }
 
 /// Answers one connection as PostgreSQL does for a wrong cleartext password.
@@ -499,7 +723,11 @@ fn fake_password_server(listener: std::net::TcpListener) {
     let mut password = vec![0u8; u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize - 4];
     stream.read_exact(&mut password).unwrap();
     let mut body = Vec::new();
-    for (field, value) in [(b'S', "FATAL"), (b'C', "28P01"), (b'M', "password authentication failed for user \"alice\"")] {
+    for (field, value) in [
+        (b'S', "FATAL"),
+        (b'C', "28P01"),
+        (b'M', "password authentication failed for user \"alice\""),
+    ] {
         body.push(field);
         body.extend_from_slice(value.as_bytes());
         body.push(0);
@@ -518,7 +746,16 @@ impl Drop for Roles {
     fn drop(&mut self) {
         for role in &self.0 {
             let _ = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-XAtq", "-c"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-XAtq",
+                    "-c",
+                ])
                 .arg(format!("DROP ROLE IF EXISTS {role}"))
                 .output();
         }
@@ -527,8 +764,16 @@ impl Drop for Roles {
 
 #[test]
 fn postgres_privileges_restore_owners_and_grants() {
-    let (owner, reader) = (format!("runner_owner_{}", std::process::id()), format!("runner_reader_{}", std::process::id()));
-    psql("postgres", &format!("DROP ROLE IF EXISTS {owner}; DROP ROLE IF EXISTS {reader}; CREATE ROLE {owner}; CREATE ROLE {reader}"));
+    let (owner, reader) = (
+        format!("runner_owner_{}", std::process::id()),
+        format!("runner_reader_{}", std::process::id()),
+    );
+    psql(
+        "postgres",
+        &format!(
+            "DROP ROLE IF EXISTS {owner}; DROP ROLE IF EXISTS {reader}; CREATE ROLE {owner}; CREATE ROLE {reader}"
+        ),
+    );
     let _roles = Roles(vec![owner.clone(), reader.clone()]);
     let source = Db::create("priv");
     source.sql(FIXTURE);
@@ -547,14 +792,33 @@ fn postgres_privileges_restore_owners_and_grants() {
 
     // pg_dump with owners and privileges this time.
     let dump = |db: &Db| {
-        let output = Command::new("pg_dump").args(["-h", "127.0.0.1", "-U", "postgres", "--schema-only", "-d", &db.name]).output().unwrap();
+        let output = Command::new("pg_dump")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "--schema-only",
+                "-d",
+                &db.name,
+            ])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&output.stdout)
             .lines()
-            .filter(|l| !(l.starts_with("--") || l.starts_with("SET ") || l.starts_with("SELECT pg_catalog.set_config") || l.starts_with('\\') || l.trim().is_empty()))
+            .filter(|l| {
+                !(l.starts_with("--")
+                    || l.starts_with("SET ")
+                    || l.starts_with("SELECT pg_catalog.set_config")
+                    || l.starts_with('\\')
+                    || l.trim().is_empty())
+            })
             .collect::<Vec<_>>()
             .join("\n")
     };
     let before = dump(&source);
-    assert!(before.contains(&format!("OWNER TO {owner}")) && before.contains(&format!("TO {reader}")));
+    assert!(
+        before.contains(&format!("OWNER TO {owner}")) && before.contains(&format!("TO {reader}"))
+    );
     assert_eq!(before, dump(&target));
 }

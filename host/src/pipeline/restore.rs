@@ -9,6 +9,7 @@ use std::time::Instant;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::capabilities::StageGrants;
 use crate::config::{PluginRef, StageKind};
 use crate::engine::bindings::source::exports::runner::plugin::source::{
     Artifact, RestoreMode, RestoreOptions, RestoreReport,
@@ -131,14 +132,17 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
     })
 }
 
+/// A stage's options as a plugin receives them.
+type StageOptions = serde_json::Map<String, serde_json::Value>;
+
 /// The recorded source options with each secret reference that the pipeline's source stage
 /// still writes the same way replaced by its value; the values are scrubbed from the
 /// plugin's logs and errors like at backup.
 fn resolve_recorded_secrets(
     ctx: &Context,
-    recorded: &serde_json::Map<String, serde_json::Value>,
-    grants: crate::capabilities::StageGrants,
-) -> Result<(serde_json::Map<String, serde_json::Value>, crate::capabilities::StageGrants), RunError> {
+    recorded: &StageOptions,
+    grants: StageGrants,
+) -> Result<(StageOptions, StageGrants), RunError> {
     let stage = &ctx.pipeline.source;
     let written = stage.redacted_options();
     let mut config = recorded.clone();
@@ -157,7 +161,7 @@ fn resolve_recorded_secrets(
     if resolved.is_none() {
         return Ok((config, grants));
     }
-    let grants = crate::capabilities::StageGrants {
+    let grants = StageGrants {
         secrets: stage.resolved_secrets(&ctx.secrets)?.into(),
         ..grants
     };

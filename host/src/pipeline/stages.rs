@@ -261,7 +261,10 @@ pub fn builtin_grants(
                     .filter(|t| t.starts_with("postgres://") || t.starts_with("postgresql://")),
                 _ => None,
             };
-            grants.grants.tcp.push(postgres_address(target_url.unwrap_or(url))?);
+            grants
+                .grants
+                .tcp
+                .push(postgres_address(target_url.unwrap_or(url))?);
         }
         (StageKind::Sink, Some("local")) => {
             let path = path_option("path")?
@@ -305,7 +308,8 @@ fn postgres_address(url: &str) -> Result<crate::config::TcpGrant, String> {
     } else {
         host_port.to_string()
     };
-    crate::config::TcpGrant::parse(&with_port).map_err(|e| format!("postgres URL {with_port:?}: {e}"))
+    crate::config::TcpGrant::parse(&with_port)
+        .map_err(|e| format!("postgres URL {with_port:?}: {e}"))
 }
 
 /// How to start a stage, with its options resolved for the plugin.

@@ -30,9 +30,18 @@ pub struct PgBackup {
 }
 
 impl PgBackup {
-    pub fn begin(server: &ConnInfo, selection: Rc<Selection>, share_token: Option<String>) -> Result<Self> {
+    pub fn begin(
+        server: &ConnInfo,
+        selection: Rc<Selection>,
+        share_token: Option<String>,
+    ) -> Result<Self> {
         let mut conn = Conn::connect(server, &server.database)?;
-        let version: u32 = conn.query("SHOW server_version_num")?.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let version: u32 = conn
+            .query("SHOW server_version_num")?
+            .first()
+            .and_then(|r| r[0].as_deref())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         if version < MIN_SERVER_VERSION {
             return Err(Error::unsupported(format!(
                 "PostgreSQL {} at {} is older than 14, the oldest server this plugin reads",
@@ -42,17 +51,33 @@ impl PgBackup {
         }
         // Every name the server writes into DDL is then schema-qualified.
         // Row security off: a policy must fail the read rather than hide rows from it.
-        conn.execute("SELECT pg_catalog.set_config('search_path', '', false); SET row_security = off")?;
+        conn.execute(
+            "SELECT pg_catalog.set_config('search_path', '', false); SET row_security = off",
+        )?;
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
         let token = match share_token {
             Some(token) => {
                 conn.execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(&token)))?;
                 token
             }
-            None => conn.query("SELECT pg_catalog.pg_export_snapshot()")?.first().and_then(|r| r[0].clone()).unwrap_or_default(),
+            None => conn
+                .query("SELECT pg_catalog.pg_export_snapshot()")?
+                .first()
+                .and_then(|r| r[0].clone())
+                .unwrap_or_default(),
         };
-        runner_sdk::info!("reading {} at {} (PostgreSQL {}) in snapshot {token}", server.database, server.address(), conn.server_version);
-        Ok(PgBackup { conn: Rc::new(RefCell::new(conn)), selection, token, doc: None })
+        runner_sdk::info!(
+            "reading {} at {} (PostgreSQL {}) in snapshot {token}",
+            server.database,
+            server.address(),
+            conn.server_version
+        );
+        Ok(PgBackup {
+            conn: Rc::new(RefCell::new(conn)),
+            selection,
+            token,
+            doc: None,
+        })
     }
 
     fn doc(&mut self) -> Result<Rc<SchemaDoc>> {
@@ -95,7 +120,10 @@ impl BackupSession for PgBackup {
                 schema_version: TABLE_FORMAT,
                 metadata: vec![
                     ("table".into(), table.qualified.clone()),
-                    ("columns".into(), serde_json::to_string(&table.columns).map_err(Error::internal)?),
+                    (
+                        "columns".into(),
+                        serde_json::to_string(&table.columns).map_err(Error::internal)?,
+                    ),
                     ("estimated_rows".into(), table.estimated_rows.to_string()),
                     version.clone(),
                 ],
@@ -110,13 +138,27 @@ impl BackupSession for PgBackup {
             let json = serde_json::to_vec_pretty(&*doc).map_err(Error::internal)?;
             return Ok(PgReader::Schema { json, at: 0 });
         }
-        let table = doc.tables.iter().find(|t| t.name == name).ok_or_else(|| Error::not_found(format!("no artifact named {name:?} in this backup")))?;
+        let table = doc.tables.iter().find(|t| t.name == name).ok_or_else(|| {
+            Error::not_found(format!("no artifact named {name:?} in this backup"))
+        })?;
         let conn = self.conn.clone();
         if conn.borrow().in_copy {
-            return Err(Error::invalid_input("one table at a time per session: join the session's share token for parallel reads"));
+            return Err(Error::invalid_input(
+                "one table at a time per session: join the session's share token for parallel reads",
+            ));
         }
-        conn.borrow_mut().copy_out(&format!("COPY {} ({}) TO STDOUT", table.qualified, table.column_list()))?;
-        Ok(PgReader::Table { conn, table: table.clone(), pending: Bytes::new(), rows: None, bytes: 0 })
+        conn.borrow_mut().copy_out(&format!(
+            "COPY {} ({}) TO STDOUT",
+            table.qualified,
+            table.column_list()
+        ))?;
+        Ok(PgReader::Table {
+            conn,
+            table: table.clone(),
+            pending: Bytes::new(),
+            rows: None,
+            bytes: 0,
+        })
     }
 
     fn close(&mut self) -> Result<()> {
@@ -126,8 +168,17 @@ impl BackupSession for PgBackup {
 }
 
 pub enum PgReader {
-    Schema { json: Vec<u8>, at: usize },
-    Table { conn: Rc<RefCell<Conn>>, table: TableData, pending: Bytes, rows: Option<u64>, bytes: u64 },
+    Schema {
+        json: Vec<u8>,
+        at: usize,
+    },
+    Table {
+        conn: Rc<RefCell<Conn>>,
+        table: TableData,
+        pending: Bytes,
+        rows: Option<u64>,
+        bytes: u64,
+    },
 }
 
 impl ArtifactReader for PgReader {
@@ -142,7 +193,13 @@ impl ArtifactReader for PgReader {
                 *at = end;
                 Ok(Some(chunk))
             }
-            PgReader::Table { conn, pending, rows, bytes, .. } => {
+            PgReader::Table {
+                conn,
+                pending,
+                rows,
+                bytes,
+                ..
+            } => {
                 let mut chunk = Vec::with_capacity(max.min(1 << 20));
                 let mut conn = conn.borrow_mut();
                 while chunk.len() < max {
@@ -168,10 +225,19 @@ impl ArtifactReader for PgReader {
     fn finish(&mut self) -> Result<Metadata> {
         match self {
             PgReader::Schema { .. } => Ok(Metadata::new()),
-            PgReader::Table { rows: Some(rows), bytes, table, .. } => {
-                Ok(vec![("rows".into(), rows.to_string()), ("bytes".into(), bytes.to_string()), ("table".into(), table.qualified.clone())])
-            }
-            PgReader::Table { .. } => Err(Error::invalid_input("finish before the table was read to its end")),
+            PgReader::Table {
+                rows: Some(rows),
+                bytes,
+                table,
+                ..
+            } => Ok(vec![
+                ("rows".into(), rows.to_string()),
+                ("bytes".into(), bytes.to_string()),
+                ("table".into(), table.qualified.clone()),
+            ]),
+            PgReader::Table { .. } => Err(Error::invalid_input(
+                "finish before the table was read to its end",
+            )),
         }
     }
 }

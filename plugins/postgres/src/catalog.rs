@@ -58,7 +58,9 @@ const SYSTEM_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schem
 
 /// `NOT` a member of an extension (those come back with `CREATE EXTENSION`).
 fn not_extension_member(catalog: &str, oid: &str) -> String {
-    format!("NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = '{catalog}'::regclass AND e.objid = {oid} AND e.deptype = 'e')")
+    format!(
+        "NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = '{catalog}'::regclass AND e.objid = {oid} AND e.deptype = 'e')"
+    )
 }
 
 fn text(row: &[Option<String>], i: usize) -> String {
@@ -77,12 +79,18 @@ fn oid_array(oids: impl IntoIterator<Item = u32>) -> String {
 /// Reads the definition of every selected object. Fails, naming them, when the database
 /// holds object kinds this plugin does not restore (unless the pipeline skips them).
 pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
-    let mut doc = SchemaDoc { format: SCHEMA_FORMAT, server_version: conn.server_version.clone(), ..Default::default() };
+    let mut doc = SchemaDoc {
+        format: SCHEMA_FORMAT,
+        server_version: conn.server_version.clone(),
+        ..Default::default()
+    };
     let database = conn.query(
         "SELECT d.datname, pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate, d.datctype
            FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()",
     )?;
-    let database = database.first().ok_or_else(|| Error::internal("the current database is not in pg_database"))?;
+    let database = database
+        .first()
+        .ok_or_else(|| Error::internal("the current database is not in pg_database"))?;
     doc.database = text(database, 0);
     doc.encoding = text(database, 1);
     doc.lc_collate = text(database, 2);
@@ -173,7 +181,11 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
     let mut late_functions = Vec::new();
     for row in &functions {
         let def = text(row, 0).trim_end().to_string();
-        if flag(row, 1) { late_functions.push(def) } else { doc.pre_data.push(def) }
+        if flag(row, 1) {
+            late_functions.push(def)
+        } else {
+            doc.pre_data.push(def)
+        }
     }
 
     // Sequences (identity sequences come with their column).
@@ -205,10 +217,21 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
         // Values as the snapshot sees them (sequences are not transactional: pg_dump reads them the same way).
         let union: Vec<String> = sequences
             .iter()
-            .map(|row| format!("SELECT {}::text, last_value::text, is_called FROM {}", literal(&text(row, 0)), text(row, 0)))
+            .map(|row| {
+                format!(
+                    "SELECT {}::text, last_value::text, is_called FROM {}",
+                    literal(&text(row, 0)),
+                    text(row, 0)
+                )
+            })
             .collect();
         for row in conn.query(&union.join(" UNION ALL "))? {
-            doc.sequences.push(format!("SELECT pg_catalog.setval({}, {}, {})", literal(&text(&row, 0)), text(&row, 1), if flag(&row, 2) { "true" } else { "false" }));
+            doc.sequences.push(format!(
+                "SELECT pg_catalog.setval({}, {}, {})",
+                literal(&text(&row, 0)),
+                text(&row, 1),
+                if flag(&row, 2) { "true" } else { "false" }
+            ));
         }
     }
 
@@ -225,13 +248,19 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
           WHERE {in_schemas} AND {} AND c.relkind IN ('r', 'p') ORDER BY c.oid",
         not_extension_member("pg_class", "c.oid")
     ))?;
-    let table_oids: Vec<u32> = tables.iter().map(|r| text(r, 0).parse().unwrap_or(0)).collect();
+    let table_oids: Vec<u32> = tables
+        .iter()
+        .map(|r| text(r, 0).parse().unwrap_or(0))
+        .collect();
     let tsel = oid_array(table_oids.iter().copied());
     if !tables.is_empty() {
         // As pg_dump does: no table can be dropped or altered until the backup ends;
         // writers (INSERT, UPDATE, DELETE) are not blocked.
         let names: Vec<String> = tables.iter().map(|r| text(r, 1)).collect();
-        conn.execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))?;
+        conn.execute(&format!(
+            "LOCK TABLE {} IN ACCESS SHARE MODE",
+            names.join(", ")
+        ))?;
     }
     let columns = conn.query(&format!(
         "SELECT a.attrelid, pg_catalog.quote_ident(a.attname), pg_catalog.format_type(a.atttypid, a.atttypmod),
@@ -267,8 +296,10 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
     }
 
     // Partitions after their parents: order by depth, then creation.
-    let parent_of: BTreeMap<String, String> =
-        tables.iter().filter_map(|r| r.get(8).cloned().flatten().map(|p| (text(r, 0), p))).collect();
+    let parent_of: BTreeMap<String, String> = tables
+        .iter()
+        .filter_map(|r| r.get(8).cloned().flatten().map(|p| (text(r, 0), p)))
+        .collect();
     let depth = |oid: &str| {
         let mut depth = 0;
         let mut at = oid.to_string();
@@ -289,13 +320,25 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
         let qualified = text(row, 1);
         let relkind = text(row, 4);
         let options = text(row, 6);
-        let with = if options.is_empty() { String::new() } else { format!(" WITH ({options})") };
-        let partition_by = row.get(7).cloned().flatten().map(|k| format!(" PARTITION BY {k}")).unwrap_or_default();
+        let with = if options.is_empty() {
+            String::new()
+        } else {
+            format!(" WITH ({options})")
+        };
+        let partition_by = row
+            .get(7)
+            .cloned()
+            .flatten()
+            .map(|k| format!(" PARTITION BY {k}"))
+            .unwrap_or_default();
         let table_columns = columns_of.get(&oid).cloned().unwrap_or_default();
         let table_checks = checks_of.get(&oid).cloned().unwrap_or_default();
         if let Some(parent_name) = row.get(13).cloned().flatten() {
             // A partition takes its columns from its parent.
-            doc.pre_data.push(format!("CREATE TABLE {qualified} PARTITION OF {parent_name} {}{partition_by}{with}", text(row, 9)));
+            doc.pre_data.push(format!(
+                "CREATE TABLE {qualified} PARTITION OF {parent_name} {}{partition_by}{with}",
+                text(row, 9)
+            ));
             for check in &table_checks {
                 if flag(check, 3) {
                     doc.pre_data.push(text(check, 2));
@@ -304,7 +347,8 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
                 }
             }
         } else {
-            let mut parts: Vec<String> = table_columns.iter().map(|c| column_definition(c)).collect();
+            let mut parts: Vec<String> =
+                table_columns.iter().map(|c| column_definition(c)).collect();
             for check in &table_checks {
                 if flag(check, 3) {
                     parts.push(text(check, 1));
@@ -313,7 +357,10 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
                 }
             }
             let unlogged = if text(row, 5) == "u" { "UNLOGGED " } else { "" };
-            doc.pre_data.push(format!("CREATE {unlogged}TABLE {qualified} (\n    {}\n){partition_by}{with}", parts.join(",\n    ")));
+            doc.pre_data.push(format!(
+                "CREATE {unlogged}TABLE {qualified} (\n    {}\n){partition_by}{with}",
+                parts.join(",\n    ")
+            ));
         }
         if flag(row, 10) {
             security.push(format!("ALTER TABLE {qualified} ENABLE ROW LEVEL SECURITY"));
@@ -326,7 +373,11 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
             doc.tables.push(TableData {
                 name,
                 qualified: qualified.clone(),
-                columns: table_columns.iter().filter(|c| text(c, 6).is_empty()).map(|c| text(c, 1)).collect(),
+                columns: table_columns
+                    .iter()
+                    .filter(|c| text(c, 6).is_empty())
+                    .map(|c| text(c, 1))
+                    .collect(),
                 estimated_rows: text(row, 12).parse::<i64>().unwrap_or(-1).max(-1),
             });
         }
@@ -342,7 +393,10 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
           WHERE {in_schemas} AND {} AND c.relkind IN ('v', 'm') ORDER BY c.oid",
         not_extension_member("pg_class", "c.oid")
     ))?;
-    let view_oids: Vec<u32> = views.iter().map(|r| text(r, 0).parse().unwrap_or(0)).collect();
+    let view_oids: Vec<u32> = views
+        .iter()
+        .map(|r| text(r, 0).parse().unwrap_or(0))
+        .collect();
     let vsel = oid_array(view_oids.iter().copied());
     let mut reads: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for row in conn.query(&format!(
@@ -359,25 +413,39 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
         let mut rest = Vec::new();
         for row in pending {
             let oid = text(row, 0);
-            if reads.get(&oid).is_some_and(|deps| deps.iter().any(|d| !done.contains(d))) {
+            if reads
+                .get(&oid)
+                .is_some_and(|deps| deps.iter().any(|d| !done.contains(d)))
+            {
                 rest.push(row);
                 continue;
             }
             let options = text(row, 3);
-            let with = if options.is_empty() { String::new() } else { format!(" WITH ({options})") };
+            let with = if options.is_empty() {
+                String::new()
+            } else {
+                format!(" WITH ({options})")
+            };
             let name = text(row, 2);
             if text(row, 1) == "m" {
-                doc.pre_data.push(format!("CREATE MATERIALIZED VIEW {name}{with} AS\n{}\nWITH NO DATA", text(row, 4)));
+                doc.pre_data.push(format!(
+                    "CREATE MATERIALIZED VIEW {name}{with} AS\n{}\nWITH NO DATA",
+                    text(row, 4)
+                ));
                 if flag(row, 5) {
-                    doc.refresh.push(format!("REFRESH MATERIALIZED VIEW {name}"));
+                    doc.refresh
+                        .push(format!("REFRESH MATERIALIZED VIEW {name}"));
                 }
             } else {
-                doc.pre_data.push(format!("CREATE VIEW {name}{with} AS\n{}", text(row, 4)));
+                doc.pre_data
+                    .push(format!("CREATE VIEW {name}{with} AS\n{}", text(row, 4)));
             }
             done.insert(oid);
         }
         if rest.len() == before {
-            return Err(Error::unsupported("views that depend on each other in a cycle"));
+            return Err(Error::unsupported(
+                "views that depend on each other in a cycle",
+            ));
         }
         pending = rest;
     }
@@ -517,7 +585,9 @@ fn privileges(conn: &mut Conn, in_schemas: &str, tsel: &str, doc: &mut SchemaDoc
     ))?;
     // Views and materialized views use the same keywords in GRANT as tables.
     for row in rows {
-        let statement = text(&row, 3).replace(" ON VIEW ", " ON TABLE ").replace(" ON MATERIALIZED VIEW ", " ON TABLE ");
+        let statement = text(&row, 3)
+            .replace(" ON VIEW ", " ON TABLE ")
+            .replace(" ON MATERIALIZED VIEW ", " ON TABLE ");
         doc.post_data.push(statement);
     }
     let defaults = conn.query("SELECT count(*) FROM pg_catalog.pg_default_acl")?;
@@ -551,16 +621,23 @@ fn comments(conn: &mut Conn, sel: &str, selection: &Selection, doc: &mut SchemaD
         // An object in no schema (a cast, a language) counts as included: its kind decides.
         let included = flag(row, 3);
         let target = match kind.as_str() {
-            "table column" | "view column" | "materialized view column" | "composite type column" => format!("COLUMN {identity}"),
+            "table column"
+            | "view column"
+            | "materialized view column"
+            | "composite type column" => format!("COLUMN {identity}"),
             "table constraint" => format!("CONSTRAINT {identity}"),
             "domain constraint" => {
                 let (name, domain) = identity.split_once(" on ").unwrap_or((&identity, ""));
                 format!("CONSTRAINT {name} ON DOMAIN {domain}")
             }
             "trigger" | "policy" => format!("{} {identity}", kind.to_uppercase()),
-            "schema" | "table" | "view" | "materialized view" | "sequence" | "index" | "type" | "domain"
-            | "function" | "procedure" | "composite type" => {
-                let keyword = if kind == "composite type" { "TYPE".to_string() } else { kind.to_uppercase() };
+            "schema" | "table" | "view" | "materialized view" | "sequence" | "index" | "type"
+            | "domain" | "function" | "procedure" | "composite type" => {
+                let keyword = if kind == "composite type" {
+                    "TYPE".to_string()
+                } else {
+                    kind.to_uppercase()
+                };
                 format!("{keyword} {identity}")
             }
             _ => {
@@ -571,7 +648,8 @@ fn comments(conn: &mut Conn, sel: &str, selection: &Selection, doc: &mut SchemaD
             }
         };
         if included {
-            doc.post_data.push(format!("COMMENT ON {target} IS {}", literal(&text(row, 2))));
+            doc.post_data
+                .push(format!("COMMENT ON {target} IS {}", literal(&text(row, 2))));
         }
     }
     fail_unsupported(unsupported, selection)
@@ -625,15 +703,44 @@ fn check_unsupported(conn: &mut Conn, sel: &str, selection: &Selection) -> Resul
 
 /// The kinds of object the backup fails on, as `skip_unsupported` names them.
 pub const UNSUPPORTED_KINDS: &[&str] = &[
-    "access method", "aggregate", "base type", "cast", "clustered index", "collation",
-    "column default on a partition", "column statistics target", "column storage", "comment",
-    "conversion", "default on a view column", "event trigger", "extension configuration table",
-    "foreign data wrapper", "foreign server", "foreign table", "large object", "operator",
-    "operator class", "operator family", "procedural language", "publication",
-    "range type with a canonical function", "replica identity", "rule", "security label",
-    "shell type", "statistics object", "table inheritance", "tablespace",
-    "text search configuration", "text search dictionary", "text search parser",
-    "text search template", "transform", "typed table", "window function",
+    "access method",
+    "aggregate",
+    "base type",
+    "cast",
+    "clustered index",
+    "collation",
+    "column default on a partition",
+    "column statistics target",
+    "column storage",
+    "comment",
+    "conversion",
+    "default on a view column",
+    "event trigger",
+    "extension configuration table",
+    "foreign data wrapper",
+    "foreign server",
+    "foreign table",
+    "large object",
+    "operator",
+    "operator class",
+    "operator family",
+    "procedural language",
+    "publication",
+    "range type with a canonical function",
+    "replica identity",
+    "rule",
+    "security label",
+    "shell type",
+    "statistics object",
+    "table inheritance",
+    "tablespace",
+    "text search configuration",
+    "text search dictionary",
+    "text search parser",
+    "text search template",
+    "transform",
+    "typed table",
+    "window function",
 ];
 
 /// Fails on the unsupported objects found (kind, name), except the kinds the pipeline
@@ -651,7 +758,11 @@ fn fail_unsupported(found: Vec<(String, String)>, selection: &Selection) -> Resu
         return Ok(());
     }
     let shown: Vec<&str> = failing.iter().take(20).map(String::as_str).collect();
-    let more = if failing.len() > 20 { format!(" and {} more", failing.len() - 20) } else { String::new() };
+    let more = if failing.len() > 20 {
+        format!(" and {} more", failing.len() - 20)
+    } else {
+        String::new()
+    };
     Err(Error::unsupported(format!(
         "the database holds objects the postgres source cannot back up: {}{more}; remove them, exclude their schema, or list their kind in `skip_unsupported` to leave them out knowingly",
         shown.join(", ")

@@ -30,7 +30,10 @@ impl ConnInfo {
             .ok_or("expected postgres://user@host:port/database")?;
         let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
         if database.contains(['?', '/', '#']) {
-            return Err("query parameters are not supported; write postgres://user@host:port/database".into());
+            return Err(
+                "query parameters are not supported; write postgres://user@host:port/database"
+                    .into(),
+            );
         }
         let (user, hostport) = match authority.rsplit_once('@') {
             Some((user, hostport)) => (user, hostport),
@@ -53,21 +56,31 @@ impl ConnInfo {
         }
         let port = match port {
             None => 5432,
-            Some(p) => p.parse::<u16>().map_err(|_| format!("invalid port {p:?}"))?,
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| format!("invalid port {p:?}"))?,
         };
         let database = percent_decode(database)?;
         Ok(ConnInfo {
             host: host.to_string(),
             port,
             user: percent_decode(if user.is_empty() { "postgres" } else { user })?,
-            database: if database.is_empty() { "postgres".into() } else { database },
+            database: if database.is_empty() {
+                "postgres".into()
+            } else {
+                database
+            },
             password: None,
         })
     }
 
     /// `host:port`, for messages.
     pub fn address(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -77,8 +90,13 @@ fn percent_decode(text: &str) -> std::result::Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).ok_or_else(|| format!("bad percent escape in {text:?}"))?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad percent escape in {text:?}"))?);
+            let hex = text
+                .get(i + 1..i + 3)
+                .ok_or_else(|| format!("bad percent escape in {text:?}"))?;
+            out.push(
+                u8::from_str_radix(hex, 16)
+                    .map_err(|_| format!("bad percent escape in {text:?}"))?,
+            );
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -112,7 +130,9 @@ impl ServerError {
             // database does not exist
             "3D000" => Error::NotFound(text),
             // connection exceptions, admin shutdown, cannot connect now, serialization failures
-            c if c.starts_with("08") || c.starts_with("57P") || c == "40001" => Error::retryable(text),
+            c if c.starts_with("08") || c.starts_with("57P") || c == "40001" => {
+                Error::retryable(text)
+            }
             _ => Error::permanent(text),
         }
     }
@@ -159,10 +179,19 @@ impl Conn {
             }
         })?;
         let _ = stream.set_nodelay(true);
-        let mut conn = Conn { stream, input: BytesMut::with_capacity(1 << 16), output: BytesMut::new(), server_version: String::new(), address, in_copy: false };
-        let mut params: Vec<(&str, &str)> = vec![("user", info.user.as_str()), ("database", database)];
+        let mut conn = Conn {
+            stream,
+            input: BytesMut::with_capacity(1 << 16),
+            output: BytesMut::new(),
+            server_version: String::new(),
+            address,
+            in_copy: false,
+        };
+        let mut params: Vec<(&str, &str)> =
+            vec![("user", info.user.as_str()), ("database", database)];
         params.extend_from_slice(STARTUP_SETTINGS);
-        frontend::startup_message(params.iter().copied(), &mut conn.output).map_err(Error::internal)?;
+        frontend::startup_message(params.iter().copied(), &mut conn.output)
+            .map_err(Error::internal)?;
         conn.flush()?;
         conn.authenticate(info)?;
         loop {
@@ -175,7 +204,10 @@ impl Conn {
                 Message::BackendKeyData(_) | Message::NoticeResponse(_) => {}
                 Message::ReadyForQuery(_) => break,
                 Message::ErrorResponse(e) => {
-                    return Err(server_error(&e).to_error(&format!("PostgreSQL at {} refused the session", conn.address)));
+                    return Err(server_error(&e).to_error(&format!(
+                        "PostgreSQL at {} refused the session",
+                        conn.address
+                    )));
                 }
                 _ => return Err(conn.unexpected("startup")),
             }
@@ -194,12 +226,14 @@ impl Conn {
             match self.next()? {
                 Message::AuthenticationOk => return Ok(()),
                 Message::AuthenticationCleartextPassword => {
-                    frontend::password_message(password()?.as_bytes(), &mut self.output).map_err(Error::internal)?;
+                    frontend::password_message(password()?.as_bytes(), &mut self.output)
+                        .map_err(Error::internal)?;
                     self.flush()?;
                 }
                 Message::AuthenticationMd5Password(body) => {
                     let hash = md5_hash(info.user.as_bytes(), password()?.as_bytes(), body.salt());
-                    frontend::password_message(hash.as_bytes(), &mut self.output).map_err(Error::internal)?;
+                    frontend::password_message(hash.as_bytes(), &mut self.output)
+                        .map_err(Error::internal)?;
                     self.flush()?;
                 }
                 Message::AuthenticationSasl(body) => {
@@ -209,40 +243,77 @@ impl Conn {
                         scram |= m == sasl::SCRAM_SHA_256;
                     }
                     if !scram {
-                        return Err(Error::unsupported(format!("{who}: the server offers no SASL mechanism this plugin speaks (SCRAM-SHA-256)")));
+                        return Err(Error::unsupported(format!(
+                            "{who}: the server offers no SASL mechanism this plugin speaks (SCRAM-SHA-256)"
+                        )));
                     }
-                    let mut scram = sasl::ScramSha256::new(password()?.as_bytes(), sasl::ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.output).map_err(Error::internal)?;
+                    let mut scram = sasl::ScramSha256::new(
+                        password()?.as_bytes(),
+                        sasl::ChannelBinding::unsupported(),
+                    );
+                    frontend::sasl_initial_response(
+                        sasl::SCRAM_SHA_256,
+                        scram.message(),
+                        &mut self.output,
+                    )
+                    .map_err(Error::internal)?;
                     self.flush()?;
                     match self.next()? {
-                        Message::AuthenticationSaslContinue(body) => scram.update(body.data()).map_err(|e| Error::AccessDenied(format!("{who}: SCRAM: {e}")))?,
-                        Message::ErrorResponse(e) => return Err(server_error(&e).to_error(&format!("authentication of {who} failed"))),
+                        Message::AuthenticationSaslContinue(body) => scram
+                            .update(body.data())
+                            .map_err(|e| Error::AccessDenied(format!("{who}: SCRAM: {e}")))?,
+                        Message::ErrorResponse(e) => {
+                            return Err(server_error(&e)
+                                .to_error(&format!("authentication of {who} failed")));
+                        }
                         _ => return Err(self.unexpected("SCRAM")),
                     }
-                    frontend::sasl_response(scram.message(), &mut self.output).map_err(Error::internal)?;
+                    frontend::sasl_response(scram.message(), &mut self.output)
+                        .map_err(Error::internal)?;
                     self.flush()?;
                     match self.next()? {
-                        Message::AuthenticationSaslFinal(body) => scram.finish(body.data()).map_err(|e| Error::AccessDenied(format!("{who}: SCRAM: the server's proof is wrong: {e}")))?,
-                        Message::ErrorResponse(e) => return Err(server_error(&e).to_error(&format!("authentication of {who} failed"))),
+                        Message::AuthenticationSaslFinal(body) => {
+                            scram.finish(body.data()).map_err(|e| {
+                                Error::AccessDenied(format!(
+                                    "{who}: SCRAM: the server's proof is wrong: {e}"
+                                ))
+                            })?
+                        }
+                        Message::ErrorResponse(e) => {
+                            return Err(server_error(&e)
+                                .to_error(&format!("authentication of {who} failed")));
+                        }
                         _ => return Err(self.unexpected("SCRAM")),
                     }
                 }
-                Message::ErrorResponse(e) => return Err(server_error(&e).to_error(&format!("authentication of {who} failed"))),
-                _ => return Err(Error::unsupported(format!("{who}: the server asks an authentication method this plugin does not speak (only trust, password, md5 and SCRAM-SHA-256)"))),
+                Message::ErrorResponse(e) => {
+                    return Err(
+                        server_error(&e).to_error(&format!("authentication of {who} failed"))
+                    );
+                }
+                _ => {
+                    return Err(Error::unsupported(format!(
+                        "{who}: the server asks an authentication method this plugin does not speak (only trust, password, md5 and SCRAM-SHA-256)"
+                    )));
+                }
             }
         }
     }
 
     fn flush(&mut self) -> Result<()> {
         let address = &self.address;
-        self.stream.write_all(&self.output).map_err(|e| Error::retryable(format!("writing to PostgreSQL at {address}: {e}")))?;
+        self.stream
+            .write_all(&self.output)
+            .map_err(|e| Error::retryable(format!("writing to PostgreSQL at {address}: {e}")))?;
         self.output.clear();
         Ok(())
     }
 
     fn next(&mut self) -> Result<Message> {
         loop {
-            if let Some(message) = Message::parse(&mut self.input).map_err(|e| Error::corrupt(format!("PostgreSQL at {}: {e}", self.address)))? {
+            if let Some(message) = Message::parse(&mut self.input)
+                .map_err(|e| Error::corrupt(format!("PostgreSQL at {}: {e}", self.address)))?
+            {
                 return Ok(message);
             }
             let start = self.input.len();
@@ -252,18 +323,27 @@ impl Conn {
                 Ok(n) => n,
                 Err(e) => {
                     self.input.truncate(start);
-                    return Err(Error::retryable(format!("reading from PostgreSQL at {}: {e}", self.address)));
+                    return Err(Error::retryable(format!(
+                        "reading from PostgreSQL at {}: {e}",
+                        self.address
+                    )));
                 }
             };
             self.input.truncate(start + n);
             if n == 0 {
-                return Err(Error::retryable(format!("PostgreSQL at {} closed the connection", self.address)));
+                return Err(Error::retryable(format!(
+                    "PostgreSQL at {} closed the connection",
+                    self.address
+                )));
             }
         }
     }
 
     fn unexpected(&self, during: &str) -> Error {
-        Error::corrupt(format!("PostgreSQL at {}: unexpected message during {during}", self.address))
+        Error::corrupt(format!(
+            "PostgreSQL at {}: unexpected message during {during}",
+            self.address
+        ))
     }
 
     /// Skips to ReadyForQuery after an error, then returns the error.
@@ -282,7 +362,11 @@ impl Conn {
     pub fn query(&mut self, sql: &str) -> Result<Rows> {
         match self.query_checked(sql)? {
             Ok(rows) => Ok(rows),
-            Err(e) => Err(e.to_error(&format!("PostgreSQL at {} failed `{}`", self.address, abbreviate(sql)))),
+            Err(e) => Err(e.to_error(&format!(
+                "PostgreSQL at {} failed `{}`",
+                self.address,
+                abbreviate(sql)
+            ))),
         }
     }
 
@@ -304,10 +388,14 @@ impl Conn {
                         .map_err(Error::corrupt)?;
                     rows.push(values);
                 }
-                Message::CommandComplete(_) | Message::EmptyQueryResponse | Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
+                Message::CommandComplete(_)
+                | Message::EmptyQueryResponse
+                | Message::NoticeResponse(_)
+                | Message::ParameterStatus(_) => {}
                 Message::ErrorResponse(e) => failed = Some(server_error(&e)),
                 Message::CopyInResponse(_) => {
-                    frontend::copy_fail("unexpected COPY FROM STDIN", &mut self.output).map_err(Error::internal)?;
+                    frontend::copy_fail("unexpected COPY FROM STDIN", &mut self.output)
+                        .map_err(Error::internal)?;
                     self.flush()?;
                 }
                 Message::CopyOutResponse(_) | Message::CopyData(_) | Message::CopyDone => {}
@@ -339,7 +427,9 @@ impl Conn {
                 Message::NoticeResponse(_) => {}
                 Message::ErrorResponse(e) => {
                     let e = server_error(&e);
-                    return Err(self.fail_after(e, &format!("PostgreSQL failed `{}`", abbreviate(sql))));
+                    return Err(
+                        self.fail_after(e, &format!("PostgreSQL failed `{}`", abbreviate(sql)))
+                    );
                 }
                 _ => return Err(self.unexpected("COPY TO")),
             }
@@ -353,7 +443,12 @@ impl Conn {
                 Message::CopyData(data) => return Ok(CopyOut::Data(data.into_bytes())),
                 Message::CopyDone | Message::NoticeResponse(_) => {}
                 Message::CommandComplete(done) => {
-                    let rows = done.tag().ok().and_then(|t| t.strip_prefix("COPY ")).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    let rows = done
+                        .tag()
+                        .ok()
+                        .and_then(|t| t.strip_prefix("COPY "))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
                     match self.next()? {
                         Message::ReadyForQuery(_) => {
                             self.in_copy = false;
@@ -381,7 +476,9 @@ impl Conn {
                 Message::NoticeResponse(_) => {}
                 Message::ErrorResponse(e) => {
                     let e = server_error(&e);
-                    return Err(self.fail_after(e, &format!("PostgreSQL failed `{}`", abbreviate(sql))));
+                    return Err(
+                        self.fail_after(e, &format!("PostgreSQL failed `{}`", abbreviate(sql)))
+                    );
                 }
                 _ => return Err(self.unexpected("COPY FROM")),
             }
@@ -391,7 +488,8 @@ impl Conn {
     /// Sends bytes of a running `COPY … FROM STDIN`.
     pub fn copy_in_data(&mut self, data: &[u8]) -> Result<()> {
         // A CopyData message written in place: tag, length (itself included), bytes.
-        let length = i32::try_from(data.len() + 4).map_err(|_| Error::invalid_input("a COPY chunk over 2 GiB"))?;
+        let length = i32::try_from(data.len() + 4)
+            .map_err(|_| Error::invalid_input("a COPY chunk over 2 GiB"))?;
         self.output.put_u8(b'd');
         self.output.put_i32(length);
         self.output.extend_from_slice(data);
@@ -410,7 +508,12 @@ impl Conn {
         loop {
             match self.next()? {
                 Message::CommandComplete(done) => {
-                    rows = done.tag().ok().and_then(|t| t.strip_prefix("COPY ")).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    rows = done
+                        .tag()
+                        .ok()
+                        .and_then(|t| t.strip_prefix("COPY "))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
                 }
                 Message::NoticeResponse(_) => {}
                 Message::ErrorResponse(e) => failed = Some(server_error(&e)),
@@ -439,7 +542,12 @@ pub enum CopyOut {
 }
 
 fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> ServerError {
-    let mut error = ServerError { code: String::new(), message: String::new(), detail: None, hint: None };
+    let mut error = ServerError {
+        code: String::new(),
+        message: String::new(),
+        detail: None,
+        hint: None,
+    };
     let mut fields = body.fields();
     while let Ok(Some(field)) = fields.next() {
         match field.type_() {
@@ -456,7 +564,11 @@ fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -
 /// The first line of a statement, shortened, for error messages.
 pub fn abbreviate(sql: &str) -> String {
     let line = sql.trim().lines().next().unwrap_or_default();
-    if line.chars().count() > 160 { format!("{}…", line.chars().take(160).collect::<String>()) } else { line.to_string() }
+    if line.chars().count() > 160 {
+        format!("{}…", line.chars().take(160).collect::<String>())
+    } else {
+        line.to_string()
+    }
 }
 
 /// `'text'` as an SQL literal.

@@ -90,13 +90,17 @@ struct Postgres {
 
 impl Plugin for Postgres {
     const NAME: &'static str = "postgres";
-    const DESCRIPTION: &'static str = "PostgreSQL databases: one consistent snapshot, restored all-or-nothing";
+    const DESCRIPTION: &'static str =
+        "PostgreSQL databases: one consistent snapshot, restored all-or-nothing";
     type Config = Config;
 
     fn new(config: Config) -> Result<Self> {
         let mut server = ConnInfo::parse(&config.url).map_err(|e| Error::config_field("url", e))?;
         server.password = config.password.clone().filter(|p| !p.is_empty());
-        Ok(Postgres { server, selection: Rc::new(Selection::new(&config)?) })
+        Ok(Postgres {
+            server,
+            selection: Rc::new(Selection::new(&config)?),
+        })
     }
 }
 

@@ -7,7 +7,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 use runner_sdk::{
-    Artifact, ArtifactWriter, Error, MetadataExt, RestoreMode, RestoreOptions, RestoreReport, RestoreSession, Result,
+    Artifact, ArtifactWriter, Error, MetadataExt, RestoreMode, RestoreOptions, RestoreReport,
+    RestoreSession, Result,
 };
 
 use crate::backup::{SCHEMA_ARTIFACT, SCHEMA_MEDIA_TYPE, TABLE_MEDIA_TYPE};
@@ -24,9 +25,16 @@ enum State {
     /// Nothing written yet.
     Start,
     /// Rebuilding the whole database in `staging`.
-    Whole { admin: Conn, conn: Conn, staging: String, doc: SchemaDoc },
+    Whole {
+        admin: Conn,
+        conn: Conn,
+        staging: String,
+        doc: SchemaDoc,
+    },
     /// Loading rows into the existing target, inside one transaction.
-    Tables { conn: Conn },
+    Tables {
+        conn: Conn,
+    },
     /// A dry run: nothing is written.
     DryRun,
     Finished,
@@ -53,7 +61,8 @@ impl PgRestore {
             ));
         };
         let server = if target.starts_with("postgres://") || target.starts_with("postgresql://") {
-            let mut info = ConnInfo::parse(&target).map_err(|e| Error::invalid_input(format!("--target {target:?}: {e}")))?;
+            let mut info = ConnInfo::parse(&target)
+                .map_err(|e| Error::invalid_input(format!("--target {target:?}: {e}")))?;
             info.password = source.password.clone();
             info
         } else {
@@ -62,11 +71,29 @@ impl PgRestore {
             info
         };
         let mut admin = Conn::connect(&server, MAINTENANCE_DATABASE)?;
-        let exists = !admin.query(&format!("SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}", literal(&server.database)))?.is_empty();
+        let exists = !admin
+            .query(&format!(
+                "SELECT 1 FROM pg_catalog.pg_database WHERE datname = {}",
+                literal(&server.database)
+            ))?
+            .is_empty();
         admin.close();
         let target = server.database.clone();
-        let state = if options.dry_run { State::DryRun } else { State::Start };
-        Ok(PgRestore { inner: Rc::new(RefCell::new(Inner { server, target, options, target_exists: exists, state, reports: Vec::new() })) })
+        let state = if options.dry_run {
+            State::DryRun
+        } else {
+            State::Start
+        };
+        Ok(PgRestore {
+            inner: Rc::new(RefCell::new(Inner {
+                server,
+                target,
+                options,
+                target_exists: exists,
+                state,
+                reports: Vec::new(),
+            })),
+        })
     }
 }
 
@@ -87,10 +114,17 @@ impl Inner {
             create.push_str(&format!(" ENCODING {}", literal(&doc.encoding)));
         }
         if !doc.lc_collate.is_empty() {
-            create.push_str(&format!(" LC_COLLATE {} LC_CTYPE {}", literal(&doc.lc_collate), literal(&doc.lc_ctype)));
+            create.push_str(&format!(
+                " LC_COLLATE {} LC_CTYPE {}",
+                literal(&doc.lc_collate),
+                literal(&doc.lc_ctype)
+            ));
         }
         admin.execute(&create)?;
-        runner_sdk::info!("restoring into staging database {staging:?} at {}", self.server.address());
+        runner_sdk::info!(
+            "restoring into staging database {staging:?} at {}",
+            self.server.address()
+        );
         let built = (|| {
             let mut conn = Conn::connect(&self.server, &staging)?;
             conn.execute("SELECT pg_catalog.set_config('search_path', '', false); SET check_function_bodies = false; SET client_min_messages = warning")?;
@@ -99,7 +133,12 @@ impl Inner {
         })();
         match built {
             Ok(conn) => {
-                self.state = State::Whole { admin, conn, staging, doc };
+                self.state = State::Whole {
+                    admin,
+                    conn,
+                    staging,
+                    doc,
+                };
                 Ok(())
             }
             Err(e) => {
@@ -127,7 +166,12 @@ impl Inner {
 
     fn abort(&mut self) {
         match std::mem::replace(&mut self.state, State::Finished) {
-            State::Whole { mut admin, conn, staging, .. } => {
+            State::Whole {
+                mut admin,
+                conn,
+                staging,
+                ..
+            } => {
                 conn.close();
                 drop_database(&mut admin, &staging);
                 admin.close();
@@ -140,9 +184,19 @@ impl Inner {
 
     fn commit(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.state, State::Finished) {
-            State::Whole { mut admin, mut conn, staging, doc } => {
+            State::Whole {
+                mut admin,
+                mut conn,
+                staging,
+                doc,
+            } => {
                 let finished = (|| {
-                    for statement in doc.post_data.iter().chain(&doc.sequences).chain(&doc.refresh) {
+                    for statement in doc
+                        .post_data
+                        .iter()
+                        .chain(&doc.sequences)
+                        .chain(&doc.refresh)
+                    {
                         conn.execute(statement)?;
                     }
                     Ok::<_, Error>(())
@@ -154,12 +208,21 @@ impl Inner {
                 }
                 admin.close();
                 swapped?;
-                self.reports.insert(0, report(SCHEMA_ARTIFACT, vec![
-                    ("database".into(), self.target.clone()),
-                    ("statements".into(), (doc.pre_data.len() + doc.post_data.len()).to_string()),
-                    ("sequences".into(), doc.sequences.len().to_string()),
-                    ("materialized_views".into(), doc.refresh.len().to_string()),
-                ]));
+                self.reports.insert(
+                    0,
+                    report(
+                        SCHEMA_ARTIFACT,
+                        vec![
+                            ("database".into(), self.target.clone()),
+                            (
+                                "statements".into(),
+                                (doc.pre_data.len() + doc.post_data.len()).to_string(),
+                            ),
+                            ("sequences".into(), doc.sequences.len().to_string()),
+                            ("materialized_views".into(), doc.refresh.len().to_string()),
+                        ],
+                    ),
+                );
                 Ok(())
             }
             State::Tables { mut conn } => {
@@ -177,16 +240,30 @@ impl Inner {
         let target = ident(&self.target);
         if self.target_exists {
             let old = side_name(&self.target, "old");
-            admin.execute(&format!("ALTER DATABASE {target} RENAME TO {}", ident(&old)))?;
-            if let Err(e) = admin.execute(&format!("ALTER DATABASE {} RENAME TO {target}", ident(staging))) {
-                let _ = admin.execute(&format!("ALTER DATABASE {} RENAME TO {target}", ident(&old)));
+            admin.execute(&format!(
+                "ALTER DATABASE {target} RENAME TO {}",
+                ident(&old)
+            ))?;
+            if let Err(e) = admin.execute(&format!(
+                "ALTER DATABASE {} RENAME TO {target}",
+                ident(staging)
+            )) {
+                let _ = admin.execute(&format!(
+                    "ALTER DATABASE {} RENAME TO {target}",
+                    ident(&old)
+                ));
                 return Err(e);
             }
             if let Err(e) = admin.execute(&format!("DROP DATABASE {} WITH (FORCE)", ident(&old))) {
-                runner_sdk::warn!("the replaced database was renamed {old:?} but could not be dropped: {e:?}");
+                runner_sdk::warn!(
+                    "the replaced database was renamed {old:?} but could not be dropped: {e:?}"
+                );
             }
         } else {
-            admin.execute(&format!("ALTER DATABASE {} RENAME TO {target}", ident(staging)))?;
+            admin.execute(&format!(
+                "ALTER DATABASE {} RENAME TO {target}",
+                ident(staging)
+            ))?;
         }
         Ok(())
     }
@@ -213,7 +290,9 @@ fn create_in_dependency_order(conn: &mut Conn, statements: &[String]) -> Result<
                     first_error.get_or_insert((e, statement));
                     deferred.push(statement);
                 }
-                Err(e) => return Err(e.to_error(&format!("restoring `{}` failed", abbreviate(statement)))),
+                Err(e) => {
+                    return Err(e.to_error(&format!("restoring `{}` failed", abbreviate(statement))));
+                }
             }
         }
         if let Some((e, statement)) = first_error
@@ -227,14 +306,19 @@ fn create_in_dependency_order(conn: &mut Conn, statements: &[String]) -> Result<
 }
 
 fn drop_database(admin: &mut Conn, name: &str) {
-    if let Err(e) = admin.execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))) {
+    if let Err(e) = admin.execute(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        ident(name)
+    )) {
         runner_sdk::warn!("could not drop the staging database {name:?}: {e:?}");
     }
 }
 
 /// `<target>_runner_<what>_<random>`, cut to PostgreSQL's name length.
 fn side_name(target: &str, what: &str) -> String {
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let suffix = format!("_runner_{what}_{:08x}", random as u32);
     let mut prefix = target.to_string();
     while prefix.len() + suffix.len() > MAX_NAME {
@@ -244,7 +328,11 @@ fn side_name(target: &str, what: &str) -> String {
 }
 
 fn report(artifact: &str, metadata: Vec<(String, String)>) -> RestoreReport {
-    RestoreReport { artifact: artifact.to_string(), metadata, warnings: Vec::new() }
+    RestoreReport {
+        artifact: artifact.to_string(),
+        metadata,
+        warnings: Vec::new(),
+    }
 }
 
 impl RestoreSession for PgRestore {
@@ -254,19 +342,37 @@ impl RestoreSession for PgRestore {
         let mut inner = self.inner.borrow_mut();
         if artifact.media_type == SCHEMA_MEDIA_TYPE {
             if artifact.schema_version != SCHEMA_FORMAT {
-                return Err(Error::unsupported(format!("schema artifact format {} (this plugin reads {SCHEMA_FORMAT})", artifact.schema_version)));
+                return Err(Error::unsupported(format!(
+                    "schema artifact format {} (this plugin reads {SCHEMA_FORMAT})",
+                    artifact.schema_version
+                )));
             }
             if !matches!(inner.state, State::Start | State::DryRun) {
-                return Err(Error::invalid_input("the schema artifact must come before any table"));
+                return Err(Error::invalid_input(
+                    "the schema artifact must come before any table",
+                ));
             }
-            return Ok(PgWriter { inner: self.inner.clone(), artifact, kind: WriterKind::Schema(Vec::new()) });
+            return Ok(PgWriter {
+                inner: self.inner.clone(),
+                artifact,
+                kind: WriterKind::Schema(Vec::new()),
+            });
         }
         if artifact.media_type != TABLE_MEDIA_TYPE {
-            return Err(Error::unsupported(format!("artifact {:?} has media type {:?}, not a PostgreSQL table", artifact.name, artifact.media_type)));
+            return Err(Error::unsupported(format!(
+                "artifact {:?} has media type {:?}, not a PostgreSQL table",
+                artifact.name, artifact.media_type
+            )));
         }
-        let table = artifact.metadata.value("table").ok_or_else(|| Error::corrupt(format!("artifact {:?} names no table", artifact.name)))?.to_string();
-        let columns: Vec<String> = serde_json::from_str(artifact.metadata.value("columns").unwrap_or("[]"))
-            .map_err(|e| Error::corrupt(format!("artifact {:?}: columns: {e}", artifact.name)))?;
+        let table = artifact
+            .metadata
+            .value("table")
+            .ok_or_else(|| Error::corrupt(format!("artifact {:?} names no table", artifact.name)))?
+            .to_string();
+        let columns: Vec<String> = serde_json::from_str(
+            artifact.metadata.value("columns").unwrap_or("[]"),
+        )
+        .map_err(|e| Error::corrupt(format!("artifact {:?}: columns: {e}", artifact.name)))?;
         if matches!(inner.state, State::Start) {
             inner.start_tables()?;
         }
@@ -276,20 +382,42 @@ impl RestoreSession for PgRestore {
         match &mut inner.state {
             State::Whole { conn, .. } => conn.copy_in(&copy)?,
             State::Tables { conn } => {
-                if conn.query(&format!("SELECT pg_catalog.to_regclass({})", literal(&table)))?.first().and_then(|r| r[0].clone()).is_none() {
-                    return Err(Error::not_found(format!("table {table} does not exist in the target database; restore the `schema` artifact with it")));
+                if conn
+                    .query(&format!(
+                        "SELECT pg_catalog.to_regclass({})",
+                        literal(&table)
+                    ))?
+                    .first()
+                    .and_then(|r| r[0].clone())
+                    .is_none()
+                {
+                    return Err(Error::not_found(format!(
+                        "table {table} does not exist in the target database; restore the `schema` artifact with it"
+                    )));
                 }
                 if replace {
                     conn.execute(&format!("TRUNCATE ONLY {table}"))?;
-                } else if !overwrite && !conn.query(&format!("SELECT 1 FROM {table} LIMIT 1"))?.is_empty() {
-                    return Err(Error::AlreadyExists(format!("table {table} has rows; pass --overwrite to add to them, or --mode replace to replace them")));
+                } else if !overwrite
+                    && !conn
+                        .query(&format!("SELECT 1 FROM {table} LIMIT 1"))?
+                        .is_empty()
+                {
+                    return Err(Error::AlreadyExists(format!(
+                        "table {table} has rows; pass --overwrite to add to them, or --mode replace to replace them"
+                    )));
                 }
                 conn.copy_in(&copy)?;
             }
             State::DryRun => {}
-            State::Start | State::Finished => return Err(Error::invalid_input("write after commit or abort")),
+            State::Start | State::Finished => {
+                return Err(Error::invalid_input("write after commit or abort"));
+            }
         }
-        Ok(PgWriter { inner: self.inner.clone(), artifact, kind: WriterKind::Table { table, bytes: 0 } })
+        Ok(PgWriter {
+            inner: self.inner.clone(),
+            artifact,
+            kind: WriterKind::Table { table, bytes: 0 },
+        })
     }
 
     fn commit(&mut self) -> Result<Vec<RestoreReport>> {
@@ -306,7 +434,10 @@ impl RestoreSession for PgRestore {
 enum WriterKind {
     /// The schema document, applied when complete.
     Schema(Vec<u8>),
-    Table { table: String, bytes: u64 },
+    Table {
+        table: String,
+        bytes: u64,
+    },
 }
 
 pub struct PgWriter {
@@ -323,7 +454,9 @@ impl ArtifactWriter for PgWriter {
                 *bytes += chunk.len() as u64;
                 let mut inner = self.inner.borrow_mut();
                 match &mut inner.state {
-                    State::Whole { conn, .. } | State::Tables { conn } => conn.copy_in_data(chunk)?,
+                    State::Whole { conn, .. } | State::Tables { conn } => {
+                        conn.copy_in_data(chunk)?
+                    }
                     _ => {}
                 }
             }
@@ -335,33 +468,57 @@ impl ArtifactWriter for PgWriter {
         let mut inner = self.inner.borrow_mut();
         match &mut self.kind {
             WriterKind::Schema(buffer) => {
-                let doc: SchemaDoc = serde_json::from_slice(buffer).map_err(|e| Error::corrupt(format!("schema artifact: {e}")))?;
+                let doc: SchemaDoc = serde_json::from_slice(buffer)
+                    .map_err(|e| Error::corrupt(format!("schema artifact: {e}")))?;
                 if matches!(inner.state, State::DryRun) {
                     if inner.target_exists && !matches!(inner.options.mode, RestoreMode::Replace) {
-                        return Err(Error::AlreadyExists(format!("database {:?} exists; a restore would need --mode replace", inner.target)));
+                        return Err(Error::AlreadyExists(format!(
+                            "database {:?} exists; a restore would need --mode replace",
+                            inner.target
+                        )));
                     }
-                    let report = report(SCHEMA_ARTIFACT, vec![
-                        ("database".into(), inner.target.clone()),
-                        ("statements".into(), (doc.pre_data.len() + doc.post_data.len()).to_string()),
-                        ("replaces".into(), inner.target_exists.to_string()),
-                    ]);
+                    let report = report(
+                        SCHEMA_ARTIFACT,
+                        vec![
+                            ("database".into(), inner.target.clone()),
+                            (
+                                "statements".into(),
+                                (doc.pre_data.len() + doc.post_data.len()).to_string(),
+                            ),
+                            ("replaces".into(), inner.target_exists.to_string()),
+                        ],
+                    );
                     inner.reports.push(report);
                     return Ok(());
                 }
                 inner.start_whole(doc)
             }
             WriterKind::Table { table, bytes } => {
-                let expected: Option<u64> = self.artifact.metadata.value("rows").and_then(|r| r.parse().ok());
+                let expected: Option<u64> = self
+                    .artifact
+                    .metadata
+                    .value("rows")
+                    .and_then(|r| r.parse().ok());
                 let rows = match &mut inner.state {
-                    State::Whole { conn, .. } | State::Tables { conn } => conn.copy_in_done(table)?,
+                    State::Whole { conn, .. } | State::Tables { conn } => {
+                        conn.copy_in_done(table)?
+                    }
                     _ => expected.unwrap_or(0),
                 };
                 if let Some(expected) = expected
                     && expected != rows
                 {
-                    return Err(Error::corrupt(format!("{table}: {rows} rows loaded, the backup recorded {expected}")));
+                    return Err(Error::corrupt(format!(
+                        "{table}: {rows} rows loaded, the backup recorded {expected}"
+                    )));
                 }
-                let report = report(&self.artifact.name, vec![("rows".into(), rows.to_string()), ("bytes".into(), bytes.to_string())]);
+                let report = report(
+                    &self.artifact.name,
+                    vec![
+                        ("rows".into(), rows.to_string()),
+                        ("bytes".into(), bytes.to_string()),
+                    ],
+                );
                 inner.reports.push(report);
                 Ok(())
             }

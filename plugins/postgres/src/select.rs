@@ -64,7 +64,10 @@ impl Selection {
                     } else {
                         Err(Error::config_field(
                             "skip_unsupported",
-                            format!("unknown kind {kind:?}; the kinds are: {}", crate::catalog::UNSUPPORTED_KINDS.join(", ")),
+                            format!(
+                                "unknown kind {kind:?}; the kinds are: {}",
+                                crate::catalog::UNSUPPORTED_KINDS.join(", ")
+                            ),
                         ))
                     }
                 })
