@@ -5,6 +5,7 @@ mod common;
 
 mod backup;
 mod plugins;
+mod postgres;
 mod remote;
 mod sandbox;
 mod sqlite;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::capabilities::StageGrants;
 use crate::config::{PluginRef, StageKind};
 use crate::engine::bindings::source::exports::runner::plugin::source::{
     Artifact, RestoreMode, RestoreOptions, RestoreReport,
@@ -69,12 +70,15 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
         None,
     )
     .map_err(|message| RunError::Usage(format!("{}: {message}", source_stage.label())))?;
+    // The recorded config holds secret references as written; the plugin needs their
+    // values (a database password), resolved now, where the pipeline still writes them so.
+    let (source_config, grants) = resolve_recorded_secrets(ctx, &source_info.config, grants)?;
     let target = stages::restore_target(builtin, &grants, request.target.as_deref());
     let mut source = SourceInstance::start(
         &ctx.engine,
         &source_plugin,
         &source_stage.label(),
-        &serde_json::Value::Object(source_info.config.clone()).to_string(),
+        &serde_json::Value::Object(source_config).to_string(),
         grants,
         &source_stage.limits,
     )
@@ -124,6 +128,42 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
         reports,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A stage's options as a plugin receives them.
+type StageOptions = serde_json::Map<String, serde_json::Value>;
+
+/// The recorded source options with each secret reference that the pipeline's source stage
+/// still writes the same way replaced by its value; the values are scrubbed from the
+/// plugin's logs and errors like at backup.
+fn resolve_recorded_secrets(
+    ctx: &Context,
+    recorded: &StageOptions,
+    grants: StageGrants,
+) -> Result<(StageOptions, StageGrants), RunError> {
+    let stage = &ctx.pipeline.source;
+    let written = stage.redacted_options();
+    let mut config = recorded.clone();
+    let mut resolved = None;
+    for (key, value) in recorded {
+        let is_reference = value.as_str().is_some_and(|v| v.contains("${"));
+        if is_reference && written.get(key) == Some(value) {
+            if resolved.is_none() {
+                resolved = Some(stage.resolved_options(&ctx.secrets)?);
+            }
+            if let Some(v) = resolved.as_ref().and_then(|r| r.get(key)) {
+                config.insert(key.clone(), v.clone());
+            }
+        }
+    }
+    if resolved.is_none() {
+        return Ok((config, grants));
+    }
+    let grants = StageGrants {
+        secrets: stage.resolved_secrets(&ctx.secrets)?.into(),
+        ..grants
+    };
+    Ok((config, grants))
 }
 
 /// The artifacts `--only` selects: a glob matching an artifact's name, or reaching inside

@@ -253,6 +253,26 @@ pub fn builtin_grants(
         (StageKind::Source, Some("sqlite")) => {
             sqlite_grants(&mut grants, options, base_dir, purpose)?;
         }
+        (StageKind::Source, Some("postgres")) => {
+            // TCP to the database server only: the url's address, or a restore target URL's.
+            let url = options
+                .get("url")
+                .and_then(|v| v.as_str())
+                .ok_or("the postgres source needs `url`")?;
+            let target_url = match &purpose {
+                Purpose::Restore {
+                    target: Some(target),
+                    ..
+                } => target
+                    .to_str()
+                    .filter(|t| t.starts_with("postgres://") || t.starts_with("postgresql://")),
+                _ => None,
+            };
+            grants
+                .grants
+                .tcp
+                .push(postgres_address(target_url.unwrap_or(url))?);
+        }
         _ if !explicit.keys.is_empty() => {
             // Keys written in the stage's grants (a third-party encrypting transform).
             let keys = keys.ok_or(
@@ -430,6 +450,23 @@ pub fn restore_target(
         (_, None, requested) => requested?.to_path_buf(),
     };
     Some(path.display().to_string())
+}
+
+/// The server address of a `postgres://user@host[:port]/db` URL (port 5432 by default).
+fn postgres_address(url: &str) -> Result<crate::config::TcpGrant, String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| format!("{url:?} is not a postgres://user@host:port/database URL"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let with_port = if host_port.ends_with(']') || !host_port.contains(':') {
+        format!("{host_port}:5432")
+    } else {
+        host_port.to_string()
+    };
+    crate::config::TcpGrant::parse(&with_port)
+        .map_err(|e| format!("postgres URL {with_port:?}: {e}"))
 }
 
 /// How to start a stage, with its options resolved for the plugin.
