@@ -31,6 +31,8 @@ pub struct StageGrants {
     pub storage: Option<Storage>,
     /// Secret values the stage was given in its options: scrubbed from its logs and errors.
     pub secrets: Arc<[crate::config::Secret]>,
+    /// Headers (credentials) the host adds to requests to granted HTTP origins.
+    pub http_headers: Vec<network::InjectedHeader>,
 }
 
 /// The data of one plugin instance's store.
@@ -53,7 +55,11 @@ impl HostState {
         Ok(HostState {
             wasi: wasi::context(&grants.grants)?,
             http: WasiHttpCtx::new(),
-            http_grants: network::HttpGrants::new(grants.grants.http.clone(), plugin.clone()),
+            http_grants: network::HttpGrants::new(
+                grants.grants.http.clone(),
+                grants.http_headers.clone(),
+                plugin.clone(),
+            ),
             files: files::FileRoots::new(&grants.grants)?,
             plugin,
             table: ResourceTable::new(),

@@ -66,7 +66,7 @@ pub async fn start(
     grants: StageGrants,
     secrets: &SecretResolver,
 ) -> Result<StageInstance, StageError> {
-    let options = stage.resolved_options(secrets)?;
+    let options = plugin_options(stage, secrets)?;
     let config = serde_json::Value::Object(options).to_string();
     let grants = StageGrants {
         secrets: stage.resolved_secrets(secrets)?.into(),
@@ -246,6 +246,11 @@ pub fn builtin_grants(
                 return Err("restoring files needs --target DIR".into());
             }
         },
+        (StageKind::Source, Some("elasticsearch")) => {
+            let (origin, auth) = crate::pipeline::elasticsearch::access(options, base_dir)?;
+            grants.grants.http.push(origin);
+            grants.http_headers.extend(auth);
+        }
         (StageKind::Sink, Some("local")) => {
             let path = path_option("path")?
                 .into_iter()
@@ -275,6 +280,21 @@ pub fn builtin_grants(
     Ok(grants)
 }
 
+/// The options a stage's plugin receives: secret references resolved, except the
+/// credentials a built-in leaves to the host (the elasticsearch source's auth).
+fn plugin_options(
+    stage: &StageConfig,
+    secrets: &SecretResolver,
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+    let mut options = stage.resolved_options(secrets)?;
+    if stage.kind == StageKind::Source
+        && matches!(&stage.plugin, PluginRef::Builtin(name) if name == "elasticsearch")
+    {
+        crate::pipeline::elasticsearch::withhold(&stage.options, &mut options);
+    }
+    Ok(options)
+}
+
 /// How to start a stage, with its options resolved for the plugin.
 pub fn spec(
     stage: &StageConfig,
@@ -282,7 +302,7 @@ pub fn spec(
     grants: StageGrants,
     secrets: &SecretResolver,
 ) -> Result<crate::pipeline::chain::StageSpec, crate::pipeline::RunError> {
-    let options = stage.resolved_options(secrets)?;
+    let options = plugin_options(stage, secrets)?;
     let grants = StageGrants {
         secrets: stage.resolved_secrets(secrets)?.into(),
         ..grants
