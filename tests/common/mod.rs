@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: engines, built-in transforms, deterministic data.
 #![allow(dead_code)]
 
+pub mod es_emulator;
 pub mod fixtures;
 pub mod tree;
 

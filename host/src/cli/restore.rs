@@ -40,13 +40,9 @@ pub struct Args {
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
     let ctx = context(&args.pipeline)?;
-    let target = args.target.map(|t| {
-        if t.is_absolute() {
-            t
-        } else {
-            std::env::current_dir().unwrap_or_default().join(t)
-        }
-    });
+    // As written: a directory (relative to the working directory) or, for sources that
+    // do not restore into directories, a name such as an index prefix.
+    let target = args.target;
     let request = RestoreRequest {
         snapshot: Some(args.snapshot),
         only: args.only,
