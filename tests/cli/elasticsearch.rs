@@ -412,6 +412,30 @@ fn clusters_before_point_in_time_are_read_by_scroll() {
 }
 
 #[test]
+fn opensearch_with_basic_auth_is_read_by_scroll() {
+    let basic = "Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="; // elastic:changeme
+    let setup = Setup::new(
+        EmulatorOptions { version: "2.11.0".into(), opensearch: true, authorization: Some(basic.into()) },
+        "username = \"${env:ES_TEST_USER}\"\npassword = \"${file:es.password}\"",
+    );
+    std::fs::write(setup.dir.path().join("es.password"), "changeme\n").unwrap();
+    let es = &setup.emulator;
+    small(es, "search", 400);
+    let output = setup.command(&["run", "pipeline.toml"]).env("ES_TEST_USER", "elastic").output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(es.requests().iter().any(|r| r == "POST /_search/scroll"));
+    assert!(es.authorizations().iter().all(|a| a == basic) && !es.authorizations().is_empty());
+    es.ok("DELETE", "/search", None);
+    let output = setup
+        .command(&["restore", "pipeline.toml", "--mode", "replace"])
+        .env("ES_TEST_USER", "elastic")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(reported(&stdout(&output), "search", "count"), Some(400), "{}", stdout(&output));
+}
+
+#[test]
 fn validate_shows_the_implied_grant_and_bad_options_point_at_the_file() {
     let setup = Setup::new(EmulatorOptions::default(), "username = \"${env:ES_TEST_API_KEY}\"");
     let output = setup.run(&["validate", "pipeline.toml"]);
@@ -426,6 +450,10 @@ fn validate_shows_the_implied_grant_and_bad_options_point_at_the_file() {
     setup.write_pipeline("");
     let out = setup.ok(&["validate", "pipeline.toml"]);
     assert!(out.contains(&format!("http {}", setup.emulator.url())), "{out}");
+    setup.write_pipeline("api_key = \"${env:ES_TEST_API_KEY}\"");
+    let out = setup.ok(&["validate", "pipeline.toml"]);
+    assert!(out.contains("Authorization header from the host") || out.contains("authorization header from the host"), "{out}");
+    assert!(!out.contains(API_KEY), "{out}");
 }
 
 /// Not a test: `benches/elasticsearch.sh` runs it with `--ignored --nocapture`.

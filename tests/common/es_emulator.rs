@@ -23,11 +23,14 @@ pub struct EmulatorOptions {
     pub version: String,
     /// When set, every request must carry exactly this `Authorization` value (else 401).
     pub authorization: Option<String>,
+    /// Answer as OpenSearch (`version.distribution`): no Elasticsearch `_pit` endpoint,
+    /// `hits.total` as an object.
+    pub opensearch: bool,
 }
 
 impl Default for EmulatorOptions {
     fn default() -> Self {
-        EmulatorOptions { version: "8.15.0".into(), authorization: None }
+        EmulatorOptions { version: "8.15.0".into(), authorization: None, opensearch: false }
     }
 }
 
@@ -420,7 +423,7 @@ impl State {
     }
 
     fn has_pit(&self) -> bool {
-        (self.major, self.minor) >= (7, 10)
+        !self.options.opensearch && (self.major, self.minor) >= (7, 10)
     }
 
     fn fresh_id(&mut self, prefix: &str) -> String {
@@ -561,6 +564,16 @@ impl State {
     }
 
     fn info(&self) -> Value {
+        let mut info = self.elasticsearch_info();
+        if self.options.opensearch {
+            info["version"]["distribution"] = json!("opensearch");
+            info["version"]["lucene_version"] = json!("9.7.0");
+            info["tagline"] = json!("The OpenSearch Project: https://opensearch.org/");
+        }
+        info
+    }
+
+    fn elasticsearch_info(&self) -> Value {
         json!({
             "name": "emulator-node-0",
             "cluster_name": "runner-emulator",
@@ -929,7 +942,7 @@ impl State {
     }
 
     fn total(&self, value: u64, track: &Value, as_int: bool) -> Value {
-        if self.major < 7 || as_int {
+        if (self.major < 7 && !self.options.opensearch) || as_int {
             return json!(value);
         }
         match track {

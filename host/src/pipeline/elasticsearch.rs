@@ -74,3 +74,60 @@ pub fn withhold(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn options(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn url_origin_is_granted_and_credentials_become_a_sensitive_header() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("user"), "elastic\n").unwrap();
+        std::fs::write(dir.path().join("pass"), "changeme").unwrap();
+        let (origin, header) = access(
+            &options(json!({"url": "https://es.internal:9243/proxy/", "username": "${file:user}", "password": "${file:pass}"})),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(origin.to_string(), "https://es.internal:9243");
+        let header = header.unwrap();
+        assert_eq!(header.name, http::header::AUTHORIZATION);
+        assert_eq!(header.value.to_str().unwrap(), "Basic ZWxhc3RpYzpjaGFuZ2VtZQ==");
+        assert!(header.value.is_sensitive());
+        assert!(!format!("{:?}", header.value).contains("ZWxh"));
+
+        let (_, none) = access(&options(json!({"url": "http://127.0.0.1:9200"})), dir.path()).unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn bad_auth_options_are_refused() {
+        let dir = std::path::Path::new("/");
+        for (value, why) in [
+            (json!({}), "`url` must be set"),
+            (json!({"url": "es.internal:9200"}), "needs a scheme"),
+            (json!({"url": "http://u:p@es:9200"}), "must not carry credentials"),
+            (json!({"url": "http://es:9200", "username": "a"}), "needs both"),
+            (json!({"url": "http://es:9200", "api_key": "k", "username": "a", "password": "b"}), "not both"),
+            (json!({"url": "http://es:9200", "api_key": "${env:RUNNER_TEST_SURELY_UNSET_VAR}"}), "is not set"),
+            (json!({"url": "http://es:9200", "api_key": 5}), "must be a string"),
+        ] {
+            let err = access(&options(value.clone()), dir).err().unwrap();
+            assert!(err.contains(why), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_plugin_gets_credentials_as_written() {
+        let written = options(json!({"url": "http://es:9200", "api_key": "${env:ES_KEY}", "page_size": 10}));
+        let mut resolved = options(json!({"url": "http://es:9200", "api_key": "the-secret", "page_size": 10}));
+        withhold(&written, &mut resolved);
+        assert_eq!(resolved["api_key"], "${env:ES_KEY}");
+        assert_eq!(resolved["page_size"], 10);
+    }
+}
