@@ -349,15 +349,20 @@ fn refused_bulk_requests_and_items_are_retried_to_completion() {
     let setup = Setup::new(EmulatorOptions::default(), "batch_docs = 100");
     let es = &setup.emulator;
     small(es, "busy", 1000);
+    // Lines longer than the host's 1 MiB chunks and the 5 MiB bulk byte cap.
+    let big = "x".repeat(3 << 20);
+    bulk_index(es, "busy", [("big-1".to_string(), json!({"code": big, "n": 1}), None), ("big-2".to_string(), json!({"code": big, "n": 2}), None)]);
     setup.backup();
     es.ok("DELETE", "/busy", None);
     es.reject_bulk_requests(3);
     es.reject_bulk_items(25);
     let out = setup.restore(&["--mode", "replace"]);
     assert_eq!(es.rejections(), 28);
-    assert_eq!(reported(&out, "busy", "restored"), Some(1000), "{out}");
+    assert_eq!(reported(&out, "busy", "restored"), Some(1002), "{out}");
     assert_eq!(reported(&out, "busy", "retried"), Some(25), "{out}");
-    assert_eq!(es.documents("busy").len(), 1000);
+    let docs = es.documents("busy");
+    assert_eq!(docs.len(), 1002);
+    assert_eq!(docs["big-2"].0["code"].as_str().unwrap().len(), 3 << 20);
 }
 
 #[test]

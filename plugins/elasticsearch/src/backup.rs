@@ -18,7 +18,17 @@ pub struct EsBackup {
     cluster: Rc<Cluster>,
     version: ClusterVersion,
     indices: Vec<IndexView>,
+    keeper: Rc<RefCell<KeepAlive>>,
 }
+
+/// Points in time not being read must not expire while other indices are read: every
+/// `TOUCH_EVERY` the reader extends them all (a size-0 search carrying `keep_alive`).
+struct KeepAlive {
+    cursors: Vec<(String, Rc<RefCell<Cursor>>)>,
+    last: std::time::Instant,
+}
+
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct IndexView {
     meta: IndexMeta,
@@ -53,7 +63,8 @@ impl EsBackup {
                 format!("no open index matches {} on {}", patterns.join(", "), settings.url),
             ));
         }
-        let mut backup = EsBackup { settings: settings.clone(), cluster, version, indices: Vec::new() };
+        let keeper = Rc::new(RefCell::new(KeepAlive { cursors: Vec::new(), last: std::time::Instant::now() }));
+        let mut backup = EsBackup { settings: settings.clone(), cluster, version, indices: Vec::new(), keeper };
         for name in names {
             let meta = IndexMeta::from_get_index(name, &listed[name.as_str()], &backup.version)?;
             // Keep what is already open closable if a later index fails.
@@ -64,7 +75,9 @@ impl EsBackup {
                     return Err(e);
                 }
             };
-            backup.indices.push(IndexView { meta, documents, cursor: Rc::new(RefCell::new(cursor)) });
+            let cursor = Rc::new(RefCell::new(cursor));
+            backup.keeper.borrow_mut().cursors.push((name.clone(), cursor.clone()));
+            backup.indices.push(IndexView { meta, documents, cursor });
         }
         runner_sdk::info!(
             "{} {}: {} index(es) at one point in time each ({})",
@@ -188,6 +201,7 @@ impl BackupSession for EsBackup {
                 cluster: self.cluster.clone(),
                 settings: self.settings.clone(),
                 cursor: view.cursor.clone(),
+                keeper: self.keeper.clone(),
                 expected: view.documents,
                 exported: 0,
                 page: Vec::new(),
@@ -217,6 +231,7 @@ pub struct DocumentsReader {
     cluster: Rc<Cluster>,
     settings: Rc<Settings>,
     cursor: Rc<RefCell<Cursor>>,
+    keeper: Rc<RefCell<KeepAlive>>,
     expected: u64,
     exported: u64,
     /// NDJSON of the current page and how much of it was handed out.
@@ -299,8 +314,34 @@ impl DocumentsReader {
         }
     }
 
+    /// Extends the points in time of the other indices, at most every `TOUCH_EVERY`.
+    fn keep_others_alive(&self) -> Result<()> {
+        let mut keeper = self.keeper.borrow_mut();
+        if keeper.last.elapsed() < TOUCH_EVERY {
+            return Ok(());
+        }
+        keeper.last = std::time::Instant::now();
+        for (index, cursor) in &keeper.cursors {
+            if Rc::ptr_eq(cursor, &self.cursor) {
+                continue;
+            }
+            let mut cursor = cursor.borrow_mut();
+            if let Cursor::Pit { id, done: false, .. } = &mut *cursor {
+                let body = json!({"size": 0, "track_total_hits": false, "pit": {"id": id, "keep_alive": self.settings.keep_alive}});
+                let answer = self.cluster.json(Method::Post, "/_search", Some(&body)).map_err(|e| {
+                    Error::permanent(format!("keeping the point in time of {index} alive: {e:?}"))
+                })?;
+                if let Some(new_id) = answer.get("pit_id").and_then(Value::as_str) {
+                    *id = new_id.to_string();
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fetches the next page into `self.page`; false at the end.
     fn next_page(&mut self) -> Result<bool> {
+        self.keep_others_alive()?;
         let keep_alive = self.settings.keep_alive.clone();
         let size = self.settings.page_size;
         let mut cursor = self.cursor.borrow_mut();
