@@ -4,5 +4,6 @@
 mod common;
 
 mod compile_cache;
+mod elasticsearch_source;
 mod files_source;
 mod transforms;

@@ -80,11 +80,12 @@ impl EsBackup {
             backup.indices.push(IndexView { meta, documents, cursor });
         }
         runner_sdk::info!(
-            "{} {}: {} index(es) at one point in time each ({})",
+            "{} {}: {} index(es) at one point in time each ({}); credentials: {}",
             backup.version.distribution,
             backup.version.number,
             backup.indices.len(),
-            if backup.version.has_point_in_time() { "point in time" } else { "scroll" }
+            if backup.version.has_point_in_time() { "point in time" } else { "scroll" },
+            settings.credentials.as_deref().map(|c| format!("{c}, sent by the host")).unwrap_or_else(|| "none".into())
         );
         Ok(backup)
     }

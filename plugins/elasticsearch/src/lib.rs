@@ -80,13 +80,10 @@ pub struct Config {
     page_size: u32,
     /// Held by the host (which injects the header); here only as written, to say auth is on.
     #[serde(default)]
-    #[allow(dead_code)]
     api_key: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     username: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     password: Option<String>,
     #[serde(default)]
     target_prefix: Option<String>,
@@ -120,6 +117,8 @@ fn default_keep_alive() -> String {
 /// The configuration, checked.
 pub struct Settings {
     url: String,
+    /// How the host authenticates requests, as written (secret references, never values).
+    credentials: Option<String>,
     indices: Vec<String>,
     page_size: u32,
     target_prefix: String,
@@ -165,6 +164,11 @@ impl Plugin for Elasticsearch {
                 ));
             }
         }
+        let credentials = match (&config.api_key, &config.username, &config.password) {
+            (Some(key), _, _) => Some(format!("API key {key}")),
+            (None, Some(user), Some(password)) => Some(format!("basic auth {user} / {password}")),
+            _ => None,
+        };
         let prefix = config.target_prefix.unwrap_or_default();
         if prefix.chars().any(|c| c.is_ascii_uppercase() || matches!(c, ',' | '/' | ' ' | '*' | '?' | '"' | '#')) {
             return Err(Error::config_field("target_prefix", "index names are lowercase without , / * ? \" # or spaces"));
@@ -176,6 +180,7 @@ impl Plugin for Elasticsearch {
         Ok(Elasticsearch {
             settings: Rc::new(Settings {
                 url: config.url,
+                credentials,
                 indices: config.indices,
                 page_size: config.page_size,
                 target_prefix: prefix,
