@@ -4,6 +4,7 @@
 mod common;
 
 mod backup;
+mod elasticsearch;
 mod plugins;
 mod postgres;
 mod remote;

@@ -3,6 +3,7 @@
 
 pub mod drive_fake;
 pub mod fault_proxy;
+pub mod es_emulator;
 pub mod fixtures;
 pub mod s3_server;
 pub mod tree;

@@ -4,6 +4,7 @@
 mod common;
 
 mod compile_cache;
+mod elasticsearch_source;
 mod files_source;
 mod remote_sinks;
 mod transforms;

@@ -34,6 +34,8 @@ pub struct StageGrants {
     pub secrets: Arc<[crate::config::Secret]>,
     /// Where the SQLite service puts snapshot copies (granted read-only in `grants` too).
     pub sqlite_scratch: Option<Arc<sqlite::Scratch>>,
+    /// Headers (credentials) the host adds to requests to granted HTTP origins.
+    pub http_headers: Vec<network::InjectedHeader>,
 }
 
 /// The data of one plugin instance's store.
@@ -57,7 +59,11 @@ impl HostState {
         Ok(HostState {
             wasi: wasi::context(&grants.grants)?,
             http: WasiHttpCtx::new(),
-            http_grants: network::HttpGrants::new(grants.grants.http.clone(), plugin.clone()),
+            http_grants: network::HttpGrants::new(
+                grants.grants.http.clone(),
+                grants.http_headers.clone(),
+                plugin.clone(),
+            ),
             files: files::FileRoots::new(&grants.grants)?,
             plugin,
             table: ResourceTable::new(),

@@ -45,15 +45,49 @@ pub fn grant_tcp(builder: &mut WasiCtxBuilder, grants: &[TcpGrant]) -> anyhow::R
     Ok(())
 }
 
-/// The wasi:http hooks of a stage: every outgoing request is checked against the grants.
+/// A header the host adds to every request a plugin sends to one granted origin: credentials
+/// (`Authorization`) resolved by the host, so the plugin never holds them.
+#[derive(Clone)]
+pub struct InjectedHeader {
+    pub origin: HttpGrant,
+    pub name: http::HeaderName,
+    /// Marked sensitive: `http` hides it from Debug output.
+    pub value: http::HeaderValue,
+}
+
+impl InjectedHeader {
+    pub fn new(origin: HttpGrant, name: http::HeaderName, value: &str) -> Result<Self, String> {
+        let mut value = http::HeaderValue::from_str(value)
+            .map_err(|_| format!("the {name} header for {origin} holds characters HTTP headers cannot carry"))?;
+        value.set_sensitive(true);
+        Ok(InjectedHeader { origin, name, value })
+    }
+}
+
+/// The wasi:http hooks of a stage: every outgoing request is checked against the grants,
+/// and requests to an origin with injected headers get them (replacing the plugin's own).
 pub struct HttpGrants {
     grants: Vec<HttpGrant>,
+    headers: Vec<InjectedHeader>,
     plugin: Arc<str>,
 }
 
 impl HttpGrants {
-    pub fn new(grants: Vec<HttpGrant>, plugin: Arc<str>) -> Self {
-        HttpGrants { grants, plugin }
+    pub fn new(grants: Vec<HttpGrant>, headers: Vec<InjectedHeader>, plugin: Arc<str>) -> Self {
+        HttpGrants { grants, headers, plugin }
+    }
+
+    fn inject(&self, request: &mut http::Request<WasiBody>) {
+        let uri = request.uri().clone();
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        for header in &self.headers {
+            if header.origin.allows(scheme, host, uri.port_u16()) {
+                request.headers_mut().insert(header.name.clone(), header.value.clone());
+            }
+        }
     }
 
     fn allows(&self, uri: &http::Uri) -> bool {
@@ -70,7 +104,7 @@ impl HttpGrants {
 impl WasiHttpHooks for HttpGrants {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<
@@ -86,6 +120,7 @@ impl WasiHttpHooks for HttpGrants {
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         _ = fut;
+        self.inject(&mut request);
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;

@@ -44,8 +44,8 @@ pub struct Args {
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
     let ctx = context(&args.pipeline)?;
-    // As written: a directory (relative to the working directory) or, for a database
-    // source, a database name or URL.
+    // As written: a directory (relative to the working directory) or, for sources that
+    // do not restore into directories, a database name or URL, an index prefix.
     let target = args.target;
     let request = RestoreRequest {
         snapshot: Some(args.snapshot),

@@ -42,6 +42,12 @@ impl SourceInstance {
         self.inner.label()
     }
 
+    /// Copies of every linear memory of the instance (debug engines only; tests prove
+    /// credentials never enter a source plugin).
+    pub fn linear_memories(&mut self) -> Vec<Vec<u8>> {
+        self.inner.linear_memories()
+    }
+
     pub async fn begin_backup(
         &mut self,
         share_token: Option<String>,

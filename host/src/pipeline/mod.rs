@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod chain;
+pub mod elasticsearch;
 pub mod failpoint;
 pub mod probe;
 pub mod restore;

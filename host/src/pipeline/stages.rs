@@ -273,6 +273,11 @@ pub fn builtin_grants(
                 .tcp
                 .push(postgres_address(target_url.unwrap_or(url))?);
         }
+        (StageKind::Source, Some("elasticsearch")) => {
+            let (origin, auth) = crate::pipeline::elasticsearch::access(options, base_dir)?;
+            grants.grants.http.push(origin);
+            grants.http_headers.extend(auth);
+        }
         _ if !explicit.keys.is_empty() => {
             // Keys written in the stage's grants (a third-party encrypting transform).
             let keys = keys.ok_or(
@@ -295,18 +300,23 @@ pub fn builtin_grants(
     Ok(grants)
 }
 
-/// The options a stage's plugin receives: secret references resolved, except for sinks
-/// whose storage the host opens — their credentials stay in the host, the plugin sees the
-/// references as written.
+/// The options a stage's plugin receives: secret references resolved, except the
+/// credentials a built-in leaves to the host — a storage sink's (the plugin sees the
+/// references as written) and the elasticsearch source's auth.
 fn plugin_options(
     stage: &StageConfig,
     secrets: &SecretResolver,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
     if crate::sinks::host_opens_storage(stage) {
-        Ok(stage.redacted_options())
-    } else {
-        stage.resolved_options(secrets)
+        return Ok(stage.redacted_options());
     }
+    let mut options = stage.resolved_options(secrets)?;
+    if stage.kind == StageKind::Source
+        && matches!(&stage.plugin, PluginRef::Builtin(name) if name == "elasticsearch")
+    {
+        crate::pipeline::elasticsearch::withhold(&stage.options, &mut options);
+    }
+    Ok(options)
 }
 
 /// The sqlite source: backup reads the directories of its `paths` (the literal part
