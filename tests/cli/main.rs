@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod authors;
 mod backup;
 mod plugins;
 mod sandbox;

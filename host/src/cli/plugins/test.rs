@@ -144,8 +144,12 @@ fn parse(text: &str, config_path: &Path) -> Result<Pipeline, CliError> {
 
 /// Points an error in the generated pipeline back at the line of the config file.
 fn relocate(mut error: ConfigError, config_path: &Path) -> ConfigError {
+    if error.location.line <= HEADER_LINES {
+        // The generated stage header: the config file as a whole.
+        return ConfigError::new(crate::config::Location::whole_file(config_path), error.message);
+    }
     error.location.file = config_path.to_path_buf();
-    error.location.line = error.location.line.saturating_sub(HEADER_LINES);
+    error.location.line -= HEADER_LINES;
     error
 }
 
