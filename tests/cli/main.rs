@@ -5,6 +5,7 @@ mod common;
 
 mod authors;
 mod backup;
+mod examples;
 mod plugins;
 mod sandbox;
 mod validate;

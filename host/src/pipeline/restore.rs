@@ -72,11 +72,22 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
         .last()
         .map(|d| d.path.display().to_string())
         .or(request.target.as_ref().map(|t| t.display().to_string()));
+    let (config, secrets) = stages::resolve_recorded(
+        &source_stage.label(),
+        &source_info.config,
+        ctx.pipeline.base_dir(),
+        &ctx.secrets,
+    )
+    .map_err(RunError::Usage)?;
+    let grants = crate::capabilities::StageGrants {
+        secrets: secrets.into(),
+        ..grants
+    };
     let mut source = SourceInstance::start(
         &ctx.engine,
         &source_plugin,
         &source_stage.label(),
-        &serde_json::Value::Object(source_info.config.clone()).to_string(),
+        &serde_json::Value::Object(config).to_string(),
         grants,
         &source_stage.limits,
     )
@@ -245,10 +256,18 @@ pub async fn recorded_chain(
                 info.plugin
             ))
         })?;
+        let label = format!("transform #{} ({})", i + 1, info.plugin);
+        let (config, secrets) =
+            stages::resolve_recorded(&label, &info.config, ctx.pipeline.base_dir(), &ctx.secrets)
+                .map_err(RunError::Usage)?;
+        let grants = crate::capabilities::StageGrants {
+            secrets: secrets.into(),
+            ..grants
+        };
         transforms.push(StageSpec {
             plugin,
-            label: format!("transform #{} ({})", i + 1, info.plugin),
-            config_json: serde_json::Value::Object(info.config.clone()).to_string(),
+            label,
+            config_json: serde_json::Value::Object(config).to_string(),
             grants,
             limits: Default::default(),
         });

@@ -120,9 +120,9 @@ impl ObjectWriter for Upload {
         };
         match put() {
             Err(Error::Remote(e)) if e.message.ends_with("HTTP 409") => {
-                // The parent collections do not exist yet: create them (MKCOL), then put again.
-                for (end, _) in self.key.match_indices('/') {
-                    dav.send(dav.request(Method::Other("MKCOL".into()), &self.key[..=end]), "MKCOL").ok();
+                // The collections do not exist yet: create them (MKCOL), the base first, then put again.
+                for end in [0].into_iter().chain(self.key.match_indices('/').map(|(i, _)| i + 1)) {
+                    dav.send(dav.request(Method::Other("MKCOL".into()), &self.key[..end]), "MKCOL").ok();
                 }
                 put()?;
             }
