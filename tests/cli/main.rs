@@ -5,6 +5,7 @@ mod common;
 
 mod authors;
 mod backup;
+mod deploy;
 mod examples;
 mod plugins;
 mod sandbox;
