@@ -60,21 +60,30 @@ fn embed_sdk(repo: &Path, out_dir: &Path) {
     if let Some(toml::Value::Table(package)) = manifest.get_mut("package") {
         for (key, value) in package.iter_mut() {
             if value.get("workspace").and_then(|w| w.as_bool()) == Some(true) {
-                *value = inherited("package", key)
-                    .unwrap_or_else(|| fail(&format!("plugins/Cargo.toml has no workspace.package.{key}")));
+                *value = inherited("package", key).unwrap_or_else(|| {
+                    fail(&format!(
+                        "plugins/Cargo.toml has no workspace.package.{key}"
+                    ))
+                });
             }
         }
     }
     if let Some(toml::Value::Table(deps)) = manifest.get_mut("dependencies") {
         for (name, value) in deps.iter_mut() {
-            let toml::Value::Table(dep) = value else { continue };
+            let toml::Value::Table(dep) = value else {
+                continue;
+            };
             if dep.remove("workspace").and_then(|w| w.as_bool()) != Some(true) {
                 continue;
             }
             let mut resolved = match inherited("dependencies", name) {
-                Some(toml::Value::String(version)) => toml::Table::from_iter([("version".to_string(), version.into())]),
+                Some(toml::Value::String(version)) => {
+                    toml::Table::from_iter([("version".to_string(), version.into())])
+                }
                 Some(toml::Value::Table(table)) => table,
-                _ => fail(&format!("plugins/Cargo.toml has no workspace.dependencies.{name}")),
+                _ => fail(&format!(
+                    "plugins/Cargo.toml has no workspace.dependencies.{name}"
+                )),
             };
             resolved.extend(std::mem::take(dep));
             *dep = resolved;
@@ -102,7 +111,10 @@ fn embed_sdk(repo: &Path, out_dir: &Path) {
          pub static SDK_FILES: &[(&str, &[u8])] = &[\n",
     );
     for (relative, path) in files {
-        table.push_str(&format!("    ({relative:?}, include_bytes!({:?})),\n", path.display().to_string()));
+        table.push_str(&format!(
+            "    ({relative:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
     }
     table.push_str("];\n");
     table.push_str(&format!(
@@ -124,7 +136,11 @@ fn collect_files(repo: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
         if path.is_dir() {
             collect_files(repo, &path, out);
         } else {
-            let relative = path.strip_prefix(repo).unwrap().to_string_lossy().into_owned();
+            let relative = path
+                .strip_prefix(repo)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.push((relative, path));
         }
     }

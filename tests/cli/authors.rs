@@ -35,7 +35,10 @@ pub fn build_out_of_tree(crate_dir: &Path) -> PathBuf {
         .unwrap()
         .parse()
         .unwrap();
-    let name = manifest["package"]["name"].as_str().unwrap().replace('-', "_");
+    let name = manifest["package"]["name"]
+        .as_str()
+        .unwrap()
+        .replace('-', "_");
     target.join(format!("wasm32-wasip2/release/{name}.wasm"))
 }
 
@@ -93,10 +96,7 @@ fn a_scaffolded_sink_builds_out_of_tree_and_backs_up_verifies_and_restores() {
     );
     assert!(!verified.is_empty());
     ok(
-        runner(
-            &["restore", "pipeline.toml", "--target", "restored"],
-            &work,
-        ),
+        runner(&["restore", "pipeline.toml", "--target", "restored"], &work),
         "restore",
     );
     tree::assert_same(&data, &work.join("restored/data"));
@@ -112,16 +112,29 @@ fn a_scaffolded_sink_builds_out_of_tree_and_backs_up_verifies_and_restores() {
     std::fs::write(crate_dir.join("local-test.toml"), config).unwrap();
     let passed = ok(
         runner(
-            &["plugins", "test", wasm.to_str().unwrap(), "--config", "local-test.toml"],
+            &[
+                "plugins",
+                "test",
+                wasm.to_str().unwrap(),
+                "--config",
+                "local-test.toml",
+            ],
             &crate_dir,
         ),
         "plugins test",
     );
-    for step in ["put-if-absent", "get with offset and length", "restore: ", "cleanup"] {
+    for step in [
+        "put-if-absent",
+        "get with offset and length",
+        "restore: ",
+        "cleanup",
+    ] {
         assert!(passed.contains(step), "{step} missing from:\n{passed}");
     }
     assert!(
-        tree::describe(test_dir.path()).values().all(|kind| kind.starts_with("dir")),
+        tree::describe(test_dir.path())
+            .values()
+            .all(|kind| kind.starts_with("dir")),
         "{:?}",
         tree::describe(test_dir.path())
     );
@@ -146,7 +159,14 @@ fn scaffolded_sources_and_transforms_pass_the_harness() {
         };
         std::fs::write(crate_dir.join("local-test.toml"), config).unwrap();
         let output = runner(
-            &["plugins", "test", wasm.to_str().unwrap(), "--config", "local-test.toml", "--json"],
+            &[
+                "plugins",
+                "test",
+                wasm.to_str().unwrap(),
+                "--config",
+                "local-test.toml",
+                "--json",
+            ],
             &crate_dir,
         );
         let text = ok(output, &format!("plugins test of the {kind}"));
@@ -157,7 +177,10 @@ fn scaffolded_sources_and_transforms_pass_the_harness() {
         assert!(checks.contains("verify --read-data"), "{checks}");
         match kind {
             "source" => assert!(checks.contains("2 artifact(s), 3145731 bytes"), "{checks}"),
-            _ => assert!(checks.contains("files identical to the originals"), "{checks}"),
+            _ => assert!(
+                checks.contains("files identical to the originals"),
+                "{checks}"
+            ),
         }
     }
 }
@@ -168,24 +191,47 @@ fn the_harness_fails_a_sink_that_breaks_the_contract() {
     std::fs::write(dir.path().join("liar.toml"), "behaviour = \"corrupt\"\n").unwrap();
     let sink = fixtures::hostile("hostile-sink");
     let output = runner(
-        &["plugins", "test", sink.to_str().unwrap(), "--config", "liar.toml"],
+        &[
+            "plugins",
+            "test",
+            sink.to_str().unwrap(),
+            "--config",
+            "liar.toml",
+        ],
         dir.path(),
     );
     // It claims success but ignores the length of a ranged read: the harness names the call.
-    assert_eq!(output.status.code(), Some(1), "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     assert!(
-        stderr(&output).contains("offset 1 length Some(10)") && stderr(&output).contains("expected 10"),
+        stderr(&output).contains("offset 1 length Some(10)")
+            && stderr(&output).contains("expected 10"),
         "{}",
         stderr(&output)
     );
     // A bad option is reported at its line in the config file, not in the generated pipeline.
     std::fs::write(dir.path().join("typo.toml"), "# a comment\nbehaviour = 5\n").unwrap();
     let output = runner(
-        &["plugins", "test", sink.to_str().unwrap(), "--config", "typo.toml"],
+        &[
+            "plugins",
+            "test",
+            sink.to_str().unwrap(),
+            "--config",
+            "typo.toml",
+        ],
         dir.path(),
     );
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("typo.toml:2:1"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("typo.toml:2:1"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -193,12 +239,19 @@ fn plugins_new_refuses_bad_names_and_busy_directories() {
     let dir = tempfile::tempdir().unwrap();
     let output = runner(&["plugins", "new", "--kind", "sink", "My_Sink"], dir.path());
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("invalid plugin name"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid plugin name"),
+        "{}",
+        stderr(&output)
+    );
     std::fs::create_dir(dir.path().join("busy")).unwrap();
     std::fs::write(dir.path().join("busy/keep"), b"mine").unwrap();
     let output = runner(&["plugins", "new", "--kind", "source", "busy"], dir.path());
     assert_eq!(output.status.code(), Some(2));
-    assert_eq!(std::fs::read(dir.path().join("busy/keep")).unwrap(), b"mine");
+    assert_eq!(
+        std::fs::read(dir.path().join("busy/keep")).unwrap(),
+        b"mine"
+    );
 }
 
 #[test]
@@ -214,14 +267,27 @@ fn precompile_fills_the_cache_so_a_run_compiles_nothing() {
             .output()
             .unwrap()
     };
-    let first: serde_json::Value =
-        serde_json::from_str(&ok(with_cache(&["plugins", "precompile", "--json"]), "precompile")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(&ok(
+        with_cache(&["plugins", "precompile", "--json"]),
+        "precompile",
+    ))
+    .unwrap();
     let components = first["components"].as_array().unwrap();
     assert!(components.len() >= 5, "{first}");
     assert!(components.iter().all(|c| c["cached"] == false), "{first}");
-    let second: serde_json::Value =
-        serde_json::from_str(&ok(with_cache(&["plugins", "precompile", "--json"]), "precompile")).unwrap();
-    assert!(second["components"].as_array().unwrap().iter().all(|c| c["cached"] == true), "{second}");
+    let second: serde_json::Value = serde_json::from_str(&ok(
+        with_cache(&["plugins", "precompile", "--json"]),
+        "precompile",
+    ))
+    .unwrap();
+    assert!(
+        second["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["cached"] == true),
+        "{second}"
+    );
 
     std::fs::create_dir(dir.path().join("data")).unwrap();
     std::fs::write(dir.path().join("data/file"), b"contents").unwrap();
@@ -234,5 +300,8 @@ fn precompile_fills_the_cache_so_a_run_compiles_nothing() {
     let log = stderr(&run);
     assert!(run.status.success(), "{log}");
     assert!(log.contains("loaded from cache"), "{log}");
-    assert!(!log.contains("component compiled"), "the run compiled a component:\n{log}");
+    assert!(
+        !log.contains("component compiled"),
+        "the run compiled a component:\n{log}"
+    );
 }

@@ -11,14 +11,19 @@ use clap::Parser;
 use crate::{runner, stderr, stdout};
 
 fn deploy(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy")
+        .join(path)
 }
 
 /// Asserts `args` (without the program name) is a command line the real CLI accepts.
 fn assert_cli_accepts(args: &[String], origin: &str) {
     let argv = std::iter::once("runner".to_string()).chain(args.iter().cloned());
     if let Err(e) = runner::cli::Cli::try_parse_from(argv) {
-        panic!("{origin}: `runner {}` is not a valid command line:\n{e}", args.join(" "));
+        panic!(
+            "{origin}: `runner {}` is not a valid command line:\n{e}",
+            args.join(" ")
+        );
     }
 }
 
@@ -35,7 +40,11 @@ fn the_systemd_units_verify_and_run_a_real_command() {
     let timer = std::fs::read_to_string(deploy("systemd/runner@.timer")).unwrap();
     assert!(timer.contains("Persistent=true") && timer.contains("WantedBy=timers.target"));
 
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("systemd-analyze is not installed: unit verification skipped");
         return;
     }
@@ -78,13 +87,18 @@ fn the_containerfile_precompiles_with_a_real_command_and_the_workspace_toolchain
         .collect();
     assert_eq!(args[..2], ["plugins", "precompile"]);
     assert_cli_accepts(&args, "Containerfile");
-    assert!(text.contains("ENV RUNNER_CACHE_DIR="), "the cache must be where the runner looks");
+    assert!(
+        text.contains("ENV RUNNER_CACHE_DIR="),
+        "the cache must be where the runner looks"
+    );
     assert!(text.contains("ENTRYPOINT [\"runner\"]"));
     let workspace: toml::Table = std::fs::read_to_string(deploy("../Cargo.toml"))
         .unwrap()
         .parse()
         .unwrap();
-    let rust = workspace["workspace"]["package"]["rust-version"].as_str().unwrap();
+    let rust = workspace["workspace"]["package"]["rust-version"]
+        .as_str()
+        .unwrap();
     assert!(
         text.contains(&format!("rust:{rust}-")),
         "the build stage must use the workspace's Rust {rust}"
@@ -136,7 +150,9 @@ fn the_cronjob_runs_a_real_command_on_its_configmap_pipeline_with_secrets_from_a
     let configmap = kind("ConfigMap");
     assert_eq!(volume["configMap"]["name"], configmap["metadata"]["name"]);
     let file_name = pipeline_path.file_name().unwrap().to_str().unwrap();
-    let pipeline = configmap["data"][file_name].as_str().expect("the pipeline in the ConfigMap");
+    let pipeline = configmap["data"][file_name]
+        .as_str()
+        .expect("the pipeline in the ConfigMap");
 
     // Every ${env:…} in the pipeline comes from the Secret, none is written anywhere.
     let env: Vec<&serde_yaml::Value> = container["env"].as_sequence().unwrap().iter().collect();
@@ -147,12 +163,25 @@ fn the_cronjob_runs_a_real_command_on_its_configmap_pipeline_with_secrets_from_a
             .iter()
             .find(|e| e["name"] == name)
             .unwrap_or_else(|| panic!("{name} is referenced but not set"));
-        assert_eq!(var["valueFrom"]["secretKeyRef"]["name"], "runner-backup", "{name}");
-        assert!(var.get("value").is_none(), "{name} must come from the Secret");
+        assert_eq!(
+            var["valueFrom"]["secretKeyRef"]["name"], "runner-backup",
+            "{name}"
+        );
+        assert!(
+            var.get("value").is_none(),
+            "{name} must come from the Secret"
+        );
         referenced.push(name.to_string());
     }
-    for name in ["RUNNER_PASSPHRASE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-        assert!(referenced.iter().any(|r| r == name), "{name} not used by the pipeline");
+    for name in [
+        "RUNNER_PASSPHRASE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ] {
+        assert!(
+            referenced.iter().any(|r| r == name),
+            "{name} not used by the pipeline"
+        );
     }
 
     // The pipeline itself validates (its data volume replaced by a local directory); until
@@ -181,6 +210,10 @@ fn the_cronjob_runs_a_real_command_on_its_configmap_pipeline_with_secrets_from_a
     } else {
         assert_eq!(output.status.code(), Some(2), "{report}");
         assert!(report.contains("\"s3\""), "{report}");
-        assert_eq!(report.matches("error").count(), 1, "only the s3 sink may be missing:\n{report}");
+        assert_eq!(
+            report.matches("error").count(),
+            1,
+            "only the s3 sink may be missing:\n{report}"
+        );
     }
 }

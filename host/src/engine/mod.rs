@@ -140,7 +140,8 @@ impl Engine {
         let Some(cache) = &self.inner.cache else {
             return Err(PluginError::Load {
                 plugin: name.to_string(),
-                reason: "there is no compile cache directory: set RUNNER_CACHE_DIR (or HOME)".into(),
+                reason: "there is no compile cache directory: set RUNNER_CACHE_DIR (or HOME)"
+                    .into(),
             });
         };
         let cached = cache.contains(&crate::plugins::sha256(wasm));

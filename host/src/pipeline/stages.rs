@@ -304,7 +304,13 @@ pub fn resolve_recorded(
     options: &serde_json::Map<String, serde_json::Value>,
     base_dir: &std::path::Path,
     secrets: &SecretResolver,
-) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<crate::config::Secret>), String> {
+) -> Result<
+    (
+        serde_json::Map<String, serde_json::Value>,
+        Vec<crate::config::Secret>,
+    ),
+    String,
+> {
     use serde_json::Value;
     fn walk(
         value: &mut Value,
@@ -315,13 +321,22 @@ pub fn resolve_recorded(
     ) -> Result<(), String> {
         match value {
             Value::String(text) if text.contains('$') => {
-                let template = crate::config::SecretValueRef::parse(text, base_dir, &|_| at.clone())
-                    .map_err(|e| e.message)?;
+                let template =
+                    crate::config::SecretValueRef::parse(text, base_dir, &|_| at.clone())
+                        .map_err(|e| e.message)?;
                 if template.needs_resolution() {
                     for (reference, location) in template.references() {
-                        found.push(secrets.resolve(reference, location).map_err(|e| e.message)?);
+                        found.push(
+                            secrets
+                                .resolve(reference, location)
+                                .map_err(|e| e.message)?,
+                        );
                     }
-                    *text = template.resolve(secrets).map_err(|e| e.message)?.expose().to_string();
+                    *text = template
+                        .resolve(secrets)
+                        .map_err(|e| e.message)?
+                        .expose()
+                        .to_string();
                 }
             }
             Value::Array(items) => {

@@ -48,7 +48,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     let sdk = match &args.sdk {
         Some(path) => {
-            let path = std::path::absolute(path).map_err(|e| CliError::config(anyhow::anyhow!("--sdk {}: {e}", path.display())))?;
+            let path = std::path::absolute(path)
+                .map_err(|e| CliError::config(anyhow::anyhow!("--sdk {}: {e}", path.display())))?;
             if !path.join("Cargo.toml").is_file() {
                 return Err(CliError::config(anyhow::anyhow!(
                     "--sdk {}: no Cargo.toml there; expected the runner-sdk crate (plugins/sdk in the runner repository)",
@@ -63,15 +64,22 @@ pub fn run(args: Args) -> Result<(), CliError> {
     write_files(&dir, &files).map_err(CliError::failure)?;
     let file = args.name.replace('-', "_");
     println!("wrote the {kind} plugin {} in {}", args.name, dir.display());
-    println!("build it:  cd {} && cargo build --release --target wasm32-wasip2", dir.display());
-    println!("test it:   runner plugins test target/wasm32-wasip2/release/{file}.wasm --config plugin-test.toml");
+    println!(
+        "build it:  cd {} && cargo build --release --target wasm32-wasip2",
+        dir.display()
+    );
+    println!(
+        "test it:   runner plugins test target/wasm32-wasip2/release/{file}.wasm --config plugin-test.toml"
+    );
     Ok(())
 }
 
 /// Crate names double as the plugin's name in pipelines and in the `.wasm` file name.
 fn check_name(name: &str) -> Result<(), String> {
     let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
         && name.len() <= 64;
     if ok {
@@ -101,7 +109,7 @@ pub fn crate_files(kind: StageKind, name: &str, sdk: Option<&Path>) -> Vec<(Path
             "backs up the files directly inside one directory",
             include_str!("../../../templates/plugin/source.rs"),
             "[source]",
-            format!("path = \"/srv/data\"\n[source.grants]\ndirs = [{{ path = \"/srv/data\", access = \"read\" }}]"),
+            "path = \"/srv/data\"\n[source.grants]\ndirs = [{ path = \"/srv/data\", access = \"read\" }]".to_string(),
             format!("mkdir -p /tmp/{name}-data && echo hello > /tmp/{name}-data/hello.txt\n"),
             "a backup into a scratch repository, a verify, and a restore into a scratch directory.",
         ),
@@ -117,7 +125,7 @@ pub fn crate_files(kind: StageKind, name: &str, sdk: Option<&Path>) -> Vec<(Path
             "keeps objects as files in one directory",
             include_str!("../../../templates/plugin/sink.rs"),
             "[sink]",
-            format!("path = \"/srv/backups\"\n[sink.grants]\ndirs = [{{ path = \"/srv/backups\", access = \"read-write\" }}]"),
+            "path = \"/srv/backups\"\n[sink.grants]\ndirs = [{ path = \"/srv/backups\", access = \"read-write\" }]".to_string(),
             format!("mkdir -p /tmp/{name}-test\n"),
             "objects written, listed, read back (whole and ranged) and compared, put-if-absent \
              refused, then deleted; and a backup, verify and restore through it.",
@@ -164,8 +172,14 @@ pub fn crate_files(kind: StageKind, name: &str, sdk: Option<&Path>) -> Vec<(Path
             .replace("{{test_what}}", test_what)
     };
     let mut files = vec![
-        (PathBuf::from("Cargo.toml"), fill(include_str!("../../../templates/plugin/Cargo.toml")).into_bytes()),
-        (PathBuf::from("README.md"), fill(include_str!("../../../templates/plugin/README.md")).into_bytes()),
+        (
+            PathBuf::from("Cargo.toml"),
+            fill(include_str!("../../../templates/plugin/Cargo.toml")).into_bytes(),
+        ),
+        (
+            PathBuf::from("README.md"),
+            fill(include_str!("../../../templates/plugin/README.md")).into_bytes(),
+        ),
         (PathBuf::from("src/lib.rs"), fill(source).into_bytes()),
         (PathBuf::from("plugin-test.toml"), test_config.into_bytes()),
         (PathBuf::from(".gitignore"), b"/target\n".to_vec()),
@@ -186,7 +200,12 @@ fn contract_version() -> String {
         .filter(|(path, _)| path.starts_with("wit/"))
         .filter_map(|(_, bytes)| std::str::from_utf8(bytes).ok())
         .flat_map(str::lines)
-        .find_map(|line| line.trim().strip_prefix("package runner:plugin@")?.strip_suffix(';').map(str::to_string))
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("package runner:plugin@")?
+                .strip_suffix(';')
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -197,7 +216,8 @@ fn write_files(dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> anyhow::Result<()> {
             std::fs::create_dir_all(parent)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
         }
-        std::fs::write(&path, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, bytes)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
 }

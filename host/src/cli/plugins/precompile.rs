@@ -23,8 +23,9 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         .map(|b| (b.name.to_string(), std::borrow::Cow::Borrowed(b.wasm)))
         .collect();
     for file in &args.files {
-        let wasm = std::fs::read(file)
-            .map_err(|e| CliError::config(anyhow::anyhow!("cannot read {}: {e}", file.display())))?;
+        let wasm = std::fs::read(file).map_err(|e| {
+            CliError::config(anyhow::anyhow!("cannot read {}: {e}", file.display()))
+        })?;
         components.push((file.display().to_string(), wasm.into()));
     }
     let mut rows = Vec::new();
@@ -38,9 +39,14 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         }
         rows.push(serde_json::json!({"plugin": name, "cached": cached, "seconds": seconds}));
     }
-    let dir = cache_dir.map(|d| d.display().to_string()).unwrap_or_default();
+    let dir = cache_dir
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
     if globals.json {
-        println!("{}", serde_json::json!({"cache_dir": dir, "components": rows}));
+        println!(
+            "{}",
+            serde_json::json!({"cache_dir": dir, "components": rows})
+        );
     } else {
         println!("{} component(s) ready in {dir}", rows.len());
     }

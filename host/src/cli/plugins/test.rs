@@ -39,15 +39,25 @@ const PROBE_PREFIX: &str = "plugins-test/";
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
     let engine = Engine::new(EngineOptions::from_env())?;
-    let wasm = std::fs::read(&args.plugin)
-        .map_err(|e| CliError::config(anyhow::anyhow!("cannot read {}: {e}", args.plugin.display())))?;
+    let wasm = std::fs::read(&args.plugin).map_err(|e| {
+        CliError::config(anyhow::anyhow!(
+            "cannot read {}: {e}",
+            args.plugin.display()
+        ))
+    })?;
     let plugin = std::path::absolute(&args.plugin).map_err(CliError::config)?;
-    let loaded = engine.load(&plugin.file_name().unwrap_or_default().to_string_lossy(), &wasm).map_err(CliError::config)?;
+    let loaded = engine
+        .load(
+            &plugin.file_name().unwrap_or_default().to_string_lossy(),
+            &wasm,
+        )
+        .map_err(CliError::config)?;
     let kind = loaded.shape.kind;
     let (config_path, config_text) = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::config(anyhow::anyhow!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::config(anyhow::anyhow!("cannot read {}: {e}", path.display()))
+            })?;
             (path.clone(), text)
         }
         None => (PathBuf::from("(no --config)"), String::new()),
@@ -59,15 +69,28 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         // A stage granted repository keys needs an encrypted repository to get them from.
         let key: [u8; 32] = rand::random();
         std::fs::write(scratch.0.join("key"), hex::encode(key)).map_err(CliError::failure)?;
-        pipeline = parse(&pipeline_text(kind, &plugin, &config_text, &scratch.0, true), &config_path)?;
+        pipeline = parse(
+            &pipeline_text(kind, &plugin, &config_text, &scratch.0, true),
+            &config_path,
+        )?;
     }
     if kind == StageKind::Source {
         // Restore goes into a scratch directory the plugin is granted for this test only.
-        let target = scratch.0.join("target").canonicalize().map_err(CliError::failure)?;
-        pipeline.source.grants.dirs.push(DirGrant { path: target, access: DirAccess::ReadWrite });
+        let target = scratch
+            .0
+            .join("target")
+            .canonicalize()
+            .map_err(CliError::failure)?;
+        pipeline.source.grants.dirs.push(DirGrant {
+            path: target,
+            access: DirAccess::ReadWrite,
+        });
     }
     let ctx = Context::new(engine, pipeline);
-    let mut report = Report { globals, checks: Vec::new() };
+    let mut report = Report {
+        globals,
+        checks: Vec::new(),
+    };
     if !globals.json {
         println!("testing the {kind} plugin {}", plugin.display());
     }
@@ -77,7 +100,7 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         StageKind::Source => test_source(&ctx, &scratch.0, &mut report).await,
     };
     let outcome = outcome.map_err(|e| match e {
-        TestError::Run(e) => CliError::from(relocate_run(e, &config_path)),
+        TestError::Run(e) => CliError::from(relocate_run(*e, &config_path)),
         TestError::Check(message) => CliError::failure(anyhow::anyhow!("{message}")),
     });
     if globals.json {
@@ -96,14 +119,24 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
 
 /// The pipeline the harness runs: the config file's text in the tested stage's table
 /// (its own line numbers kept, after [`HEADER_LINES`]), the other stages after it.
-fn pipeline_text(kind: StageKind, plugin: &Path, config: &str, scratch: &Path, keyed: bool) -> String {
+fn pipeline_text(
+    kind: StageKind,
+    plugin: &Path,
+    config: &str,
+    scratch: &Path,
+    keyed: bool,
+) -> String {
     let quoted = |path: PathBuf| toml::Value::String(path.display().to_string()).to_string();
     let table = match kind {
         StageKind::Source => "source",
         StageKind::Transform => "transform",
         StageKind::Sink => "sink",
     };
-    let header = if kind == StageKind::Transform { "[[transform]]" } else { &format!("[{table}]") };
+    let header = if kind == StageKind::Transform {
+        "[[transform]]"
+    } else {
+        &format!("[{table}]")
+    };
     let mut text = format!("{header}\nplugin = {}\n", quoted(plugin.to_path_buf()));
     for line in config.lines() {
         // `[grants]` and `[limits]` belong to the tested stage.
@@ -116,13 +149,22 @@ fn pipeline_text(kind: StageKind, plugin: &Path, config: &str, scratch: &Path, k
         text.push('\n');
     }
     if kind != StageKind::Source {
-        text.push_str(&format!("\n[source]\ntype = \"files\"\npaths = [{}]\n", quoted(scratch.join("data"))));
+        text.push_str(&format!(
+            "\n[source]\ntype = \"files\"\npaths = [{}]\n",
+            quoted(scratch.join("data"))
+        ));
     }
     if kind != StageKind::Sink {
-        text.push_str(&format!("\n[sink]\ntype = \"local\"\npath = {}\n", quoted(scratch.join("repo"))));
+        text.push_str(&format!(
+            "\n[sink]\ntype = \"local\"\npath = {}\n",
+            quoted(scratch.join("repo"))
+        ));
     }
     if keyed {
-        text.push_str(&format!("\n[repository]\nkey_file = {}\n", quoted(scratch.join("key"))));
+        text.push_str(&format!(
+            "\n[repository]\nkey_file = {}\n",
+            quoted(scratch.join("key"))
+        ));
     }
     text
 }
@@ -137,7 +179,11 @@ fn stage(pipeline: &Pipeline, kind: StageKind) -> &crate::config::StageConfig {
 
 fn parse(text: &str, config_path: &Path) -> Result<Pipeline, CliError> {
     Pipeline::parse(text, config_path, &Builtins).map_err(|errors| {
-        let text = relocate_all(&errors, config_path).iter().map(ToString::to_string).collect::<Vec<_>>().join("\n\n");
+        let text = relocate_all(&errors, config_path)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n\n");
         CliError::config(anyhow::anyhow!("{text}"))
     })
 }
@@ -146,7 +192,10 @@ fn parse(text: &str, config_path: &Path) -> Result<Pipeline, CliError> {
 fn relocate(mut error: ConfigError, config_path: &Path) -> ConfigError {
     if error.location.line <= HEADER_LINES {
         // The generated stage header: the config file as a whole.
-        return ConfigError::new(crate::config::Location::whole_file(config_path), error.message);
+        return ConfigError::new(
+            crate::config::Location::whole_file(config_path),
+            error.message,
+        );
     }
     error.location.file = config_path.to_path_buf();
     error.location.line -= HEADER_LINES;
@@ -154,7 +203,10 @@ fn relocate(mut error: ConfigError, config_path: &Path) -> ConfigError {
 }
 
 fn relocate_all(errors: &ConfigErrors, config_path: &Path) -> Vec<ConfigError> {
-    errors.iter().map(|e| relocate(e.clone(), config_path)).collect()
+    errors
+        .iter()
+        .map(|e| relocate(e.clone(), config_path))
+        .collect()
 }
 
 fn relocate_run(error: RunError, config_path: &Path) -> RunError {
@@ -165,19 +217,23 @@ fn relocate_run(error: RunError, config_path: &Path) -> RunError {
 }
 
 enum TestError {
-    Run(RunError),
+    Run(Box<RunError>),
     Check(String),
 }
 
 impl<E: Into<RunError>> From<E> for TestError {
     fn from(e: E) -> Self {
-        TestError::Run(e.into())
+        TestError::Run(Box::new(e.into()))
     }
 }
 
 /// Fails the test with `message` unless `ok`.
 fn ensure(ok: bool, message: impl FnOnce() -> String) -> Result<(), TestError> {
-    if ok { Ok(()) } else { Err(TestError::Check(message())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(TestError::Check(message()))
+    }
 }
 
 /// The checks that passed, printed as they pass.
@@ -201,7 +257,11 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("runner-plugins-test-{}-{}", std::process::id(), hex::encode(rand::random::<[u8; 4]>())));
+        let dir = std::env::temp_dir().join(format!(
+            "runner-plugins-test-{}-{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
         for sub in ["data", "repo", "target"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
@@ -218,13 +278,22 @@ impl Drop for Scratch {
 /// Sample files of the sizes that find boundary bugs: empty, tiny, one chunk plus a bit, several chunks.
 fn write_sample_data(dir: &Path) -> std::io::Result<()> {
     let mut rng = rand::rng();
-    for (name, size) in [("empty", 0usize), ("tiny.txt", 13), ("chunk-and-a-bit", CHUNK as usize + 1), ("nested/several-chunks", 3 * CHUNK as usize + 4097)] {
+    for (name, size) in [
+        ("empty", 0usize),
+        ("tiny.txt", 13),
+        ("chunk-and-a-bit", CHUNK as usize + 1),
+        ("nested/several-chunks", 3 * CHUNK as usize + 4097),
+    ] {
         let path = dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap())?;
         let mut bytes = vec![0u8; size];
         rng.fill_bytes(&mut bytes);
         // Half text, half noise: compressors and encoders see both.
-        for (i, byte) in bytes.iter_mut().enumerate().filter(|(i, _)| (i / 4096) % 2 == 0) {
+        for (i, byte) in bytes
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| (i / 4096) % 2 == 0)
+        {
             *byte = b"the quick brown fox jumps over the lazy dog\n"[i % 44];
         }
         std::fs::write(path, bytes)?;
@@ -242,7 +311,10 @@ fn read_tree(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Vec<u8>>> {
             if path.is_dir() {
                 dirs.push(path);
             } else {
-                files.insert(path.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&path)?);
+                files.insert(
+                    path.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&path)?,
+                );
             }
         }
     }
@@ -252,31 +324,69 @@ fn read_tree(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Vec<u8>>> {
 /// Sample files backed up through the pipeline, verified, restored and compared byte for byte.
 async fn round_trip(ctx: &Context, scratch: &Path, report: &mut Report) -> Result<(), TestError> {
     let data = scratch.join("data");
-    write_sample_data(&data).map_err(|e| TestError::Check(format!("cannot write sample data: {e}")))?;
+    write_sample_data(&data)
+        .map_err(|e| TestError::Check(format!("cannot write sample data: {e}")))?;
     let summary = backup::run(ctx, vec!["plugins-test".into()]).await?;
     let m = &summary.manifest;
-    report.ok(format!("backup: {} artifact(s), {} object(s), {} bytes in, {} stored", m.artifacts.len(), m.object_count(), m.bytes_in(), m.bytes_stored()));
+    report.ok(format!(
+        "backup: {} artifact(s), {} object(s), {} bytes in, {} stored",
+        m.artifacts.len(),
+        m.object_count(),
+        m.bytes_in(),
+        m.bytes_stored()
+    ));
     check_verify(ctx, report).await?;
     let target = scratch.join("target");
     restore::run(ctx, restore_request(Some(target.clone()))).await?;
     let (original, restored) = (read_tree(&data), read_tree(&target.join("data")));
-    let (original, restored) = (original.map_err(|e| TestError::Check(e.to_string()))?, restored.map_err(|e| TestError::Check(format!("reading the restored files: {e}")))?);
+    let (original, restored) = (
+        original.map_err(|e| TestError::Check(e.to_string()))?,
+        restored.map_err(|e| TestError::Check(format!("reading the restored files: {e}")))?,
+    );
     for (path, bytes) in &original {
-        ensure(restored.get(path) == Some(bytes), || format!("restore: {} differs from the original (or is missing)", path.display()))?;
+        ensure(restored.get(path) == Some(bytes), || {
+            format!(
+                "restore: {} differs from the original (or is missing)",
+                path.display()
+            )
+        })?;
     }
-    ensure(original.len() == restored.len(), || format!("restore: {} files restored, {} backed up", restored.len(), original.len()))?;
-    report.ok(format!("restore: {} files identical to the originals", original.len()));
+    ensure(original.len() == restored.len(), || {
+        format!(
+            "restore: {} files restored, {} backed up",
+            restored.len(),
+            original.len()
+        )
+    })?;
+    report.ok(format!(
+        "restore: {} files identical to the originals",
+        original.len()
+    ));
     Ok(())
 }
 
 async fn check_verify(ctx: &Context, report: &mut Report) -> Result<(), TestError> {
-    let checks = verify::run(ctx, VerifyRequest { snapshot: None, all: true, read_data: true }).await?;
+    let checks = verify::run(
+        ctx,
+        VerifyRequest {
+            snapshot: None,
+            all: true,
+            read_data: true,
+        },
+    )
+    .await?;
     for check in &checks {
         if let Some(problem) = &check.problem {
-            return Err(TestError::Check(format!("verify --read-data: snapshot {}: {problem}", check.snapshot)));
+            return Err(TestError::Check(format!(
+                "verify --read-data: snapshot {}: {problem}",
+                check.snapshot
+            )));
         }
     }
-    report.ok(format!("verify --read-data: {} bytes read back through the chain, every digest matched", checks.iter().map(|c| c.bytes_read).sum::<u64>()));
+    report.ok(format!(
+        "verify --read-data: {} bytes read back through the chain, every digest matched",
+        checks.iter().map(|c| c.bytes_read).sum::<u64>()
+    ));
     Ok(())
 }
 
@@ -294,11 +404,34 @@ fn restore_request(target: Option<PathBuf>) -> RestoreRequest {
 async fn test_source(ctx: &Context, scratch: &Path, report: &mut Report) -> Result<(), TestError> {
     let summary = backup::run(ctx, vec!["plugins-test".into()]).await?;
     let m = &summary.manifest;
-    report.ok(format!("backup: {} artifact(s), {} bytes ({})", m.artifacts.len(), m.bytes_in(), m.artifacts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")));
+    report.ok(format!(
+        "backup: {} artifact(s), {} bytes ({})",
+        m.artifacts.len(),
+        m.bytes_in(),
+        m.artifacts
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     check_verify(ctx, report).await?;
     let target = scratch.join("target");
-    let restored = restore::run(ctx, restore_request(Some(target.canonicalize().map_err(|e| TestError::Check(e.to_string()))?))).await?;
-    ensure(restored.bytes == m.bytes_in(), || format!("restore handed {} bytes to the plugin, the backup read {}", restored.bytes, m.bytes_in()))?;
+    let restored = restore::run(
+        ctx,
+        restore_request(Some(
+            target
+                .canonicalize()
+                .map_err(|e| TestError::Check(e.to_string()))?,
+        )),
+    )
+    .await?;
+    ensure(restored.bytes == m.bytes_in(), || {
+        format!(
+            "restore handed {} bytes to the plugin, the backup read {}",
+            restored.bytes,
+            m.bytes_in()
+        )
+    })?;
     let written = read_tree(&target).map(|t| t.len()).unwrap_or(0);
     report.ok(format!(
         "restore into {}: {} artifact(s), {} bytes, committed ({} report(s), {written} file(s) in the scratch target)",
@@ -313,7 +446,11 @@ async fn test_source(ctx: &Context, scratch: &Path, report: &mut Report) -> Resu
 /// The sink contract one call at a time (through the chain's own write and read paths),
 /// then a whole backup, verify and restore through it; everything written is deleted.
 async fn test_sink(ctx: &Context, scratch: &Path, report: &mut Report) -> Result<(), TestError> {
-    let chain = ChainSpec { transforms: Vec::new(), sink: ctx.sink_spec()?, read_back_writes: true };
+    let chain = ChainSpec {
+        transforms: Vec::new(),
+        sink: ctx.sink_spec()?,
+        read_back_writes: true,
+    };
     let mut worker = Worker::start(&ctx.engine, &chain)
         .await
         .map_err(|e| RunError::from(crate::pipeline::stages::locate(&ctx.pipeline.sink, e)))?;
@@ -331,7 +468,11 @@ async fn test_sink(ctx: &Context, scratch: &Path, report: &mut Report) -> Result
 
     let mut rng = rand::rng();
     let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
-    for (name, size) in [("empty", 0usize), ("small", 1000), ("nested/deeper/large", 3 * CHUNK as usize + 7)] {
+    for (name, size) in [
+        ("empty", 0usize),
+        ("small", 1000),
+        ("nested/deeper/large", 3 * CHUNK as usize + 7),
+    ] {
         let mut bytes = vec![0u8; size];
         rng.fill_bytes(&mut bytes);
         objects.push((format!("{PROBE_PREFIX}{name}"), bytes));
@@ -346,9 +487,16 @@ async fn test_sink(ctx: &Context, scratch: &Path, report: &mut Report) -> Result
             }
         };
         let (record, ()) = tokio::join!(worker.encode(key, key, &mut rx), feed);
-        records.push(record.map_err(|e| RunError::Chain { snapshot: "(plugins test)".into(), source: e })?);
+        records.push(record.map_err(|e| RunError::Chain {
+            snapshot: "(plugins test)".into(),
+            source: e,
+        })?);
     }
-    report.ok(format!("put: {} objects ({} bytes), each stat'ed and read back with the same digest", objects.len(), objects.iter().map(|(_, b)| b.len()).sum::<usize>()));
+    report.ok(format!(
+        "put: {} objects ({} bytes), each stat'ed and read back with the same digest",
+        objects.len(),
+        objects.iter().map(|(_, b)| b.len()).sum::<usize>()
+    ));
 
     for ((key, bytes), record) in objects.iter().zip(&records) {
         let (tx, mut rx) = mpsc::channel(4);
@@ -365,54 +513,102 @@ async fn test_sink(ctx: &Context, scratch: &Path, report: &mut Report) -> Result
             read
         };
         let (decoded, read) = tokio::join!(decode, collect);
-        decoded.map_err(|e| RunError::Chain { snapshot: "(plugins test)".into(), source: e })?;
-        ensure(&read == bytes, || format!("get {key}: the bytes read differ from the bytes written"))?;
+        decoded.map_err(|e| RunError::Chain {
+            snapshot: "(plugins test)".into(),
+            source: e,
+        })?;
+        ensure(&read == bytes, || {
+            format!("get {key}: the bytes read differ from the bytes written")
+        })?;
     }
     report.ok("get: every object read back whole, identical");
 
     let sink = worker.sink();
     let (key, bytes) = &objects[2];
-    for (offset, length) in [(1u64, Some(10u64)), (CHUNK as u64 - 3, Some(CHUNK as u64)), (bytes.len() as u64 - 5, None), (bytes.len() as u64, None)] {
+    for (offset, length) in [
+        (1u64, Some(10u64)),
+        (CHUNK as u64 - 3, Some(CHUNK as u64)),
+        (bytes.len() as u64 - 5, None),
+        (bytes.len() as u64, None),
+    ] {
         let download = sink.get(key, offset, length).await?;
         let mut read = Vec::new();
         while let Some(chunk) = sink.read(&download, CHUNK).await? {
             read.extend_from_slice(&chunk);
         }
         sink.close_download(download).await?;
-        let end = length.map_or(bytes.len(), |l| (offset + l).min(bytes.len() as u64) as usize);
+        let end = length.map_or(bytes.len(), |l| {
+            (offset + l).min(bytes.len() as u64) as usize
+        });
         ensure(read == bytes[offset as usize..end], || {
-            format!("get {key} offset {offset} length {length:?}: {} bytes read, expected {}", read.len(), end - offset as usize)
+            format!(
+                "get {key} offset {offset} length {length:?}: {} bytes read, expected {}",
+                read.len(),
+                end - offset as usize
+            )
         })?;
     }
     report.ok("get with offset and length: every range as expected");
 
     let listed = sink.list_all(PROBE_PREFIX).await?;
-    let mut expected: Vec<(String, u64)> = objects.iter().map(|(k, b)| (k.clone(), b.len() as u64)).collect();
+    let mut expected: Vec<(String, u64)> = objects
+        .iter()
+        .map(|(k, b)| (k.clone(), b.len() as u64))
+        .collect();
     expected.sort();
     let mut got: Vec<(String, u64)> = listed.iter().map(|o| (o.key.clone(), o.size)).collect();
     got.sort();
-    ensure(got == expected, || format!("list {PROBE_PREFIX:?}: got {got:?}, expected {expected:?}"))?;
+    ensure(got == expected, || {
+        format!("list {PROBE_PREFIX:?}: got {got:?}, expected {expected:?}")
+    })?;
     let nested = sink.list_all(&format!("{PROBE_PREFIX}nested/")).await?;
-    ensure(nested.len() == 1, || format!("list {PROBE_PREFIX}nested/: {} objects, expected 1", nested.len()))?;
-    ensure(sink.stat(&format!("{PROBE_PREFIX}absent")).await?.is_none(), || "stat of an absent key returned an object".into())?;
+    ensure(nested.len() == 1, || {
+        format!(
+            "list {PROBE_PREFIX}nested/: {} objects, expected 1",
+            nested.len()
+        )
+    })?;
+    ensure(
+        sink.stat(&format!("{PROBE_PREFIX}absent")).await?.is_none(),
+        || "stat of an absent key returned an object".into(),
+    )?;
     report.ok("list and stat: keys and sizes as written, prefixes respected, absent keys absent");
 
     let upload = sink.put(&objects[1].0, true).await?;
     sink.write(&upload, b"must not replace".to_vec()).await?;
     match sink.finish(upload).await {
-        Err(PluginError::Plugin { error: PluginErrorKind::AlreadyExists(_), .. }) => {}
-        Err(other) => return Err(TestError::Check(format!("put-if-absent on a taken key failed with {other}, expected already-exists"))),
-        Ok(_) => return Err(TestError::Check(format!("put-if-absent replaced the existing object {}", objects[1].0))),
+        Err(PluginError::Plugin {
+            error: PluginErrorKind::AlreadyExists(_),
+            ..
+        }) => {}
+        Err(other) => {
+            return Err(TestError::Check(format!(
+                "put-if-absent on a taken key failed with {other}, expected already-exists"
+            )));
+        }
+        Ok(_) => {
+            return Err(TestError::Check(format!(
+                "put-if-absent replaced the existing object {}",
+                objects[1].0
+            )));
+        }
     }
-    ensure(sink.stat(&objects[1].0).await?.map(|s| s.size) == Some(1000), || "a refused put-if-absent changed the object".into())?;
+    ensure(
+        sink.stat(&objects[1].0).await?.map(|s| s.size) == Some(1000),
+        || "a refused put-if-absent changed the object".into(),
+    )?;
     report.ok("put-if-absent: a taken key is refused with already-exists and left as it was");
 
     for (key, _) in &objects {
         sink.delete(key).await?;
-        ensure(sink.stat(key).await?.is_none(), || format!("delete {key}: still there"))?;
+        ensure(sink.stat(key).await?.is_none(), || {
+            format!("delete {key}: still there")
+        })?;
     }
     sink.delete(&objects[0].0).await?;
-    ensure(sink.list_all(PROBE_PREFIX).await?.is_empty(), || "list after delete still finds objects".into())?;
+    ensure(sink.list_all(PROBE_PREFIX).await?.is_empty(), || {
+        "list after delete still finds objects".into()
+    })?;
     report.ok("delete: objects gone, deleting an absent key succeeds");
 
     round_trip(ctx, scratch, report).await?;
@@ -421,7 +617,12 @@ async fn test_sink(ctx: &Context, scratch: &Path, report: &mut Report) -> Result
     for object in &leftovers {
         sink.delete(&object.key).await?;
     }
-    ensure(sink.list_all("").await?.is_empty(), || "the sink still lists objects after deleting them".into())?;
-    report.ok(format!("cleanup: the repository's {} object(s) deleted", leftovers.len()));
+    ensure(sink.list_all("").await?.is_empty(), || {
+        "the sink still lists objects after deleting them".into()
+    })?;
+    report.ok(format!(
+        "cleanup: the repository's {} object(s) deleted",
+        leftovers.len()
+    ));
     Ok(())
 }
