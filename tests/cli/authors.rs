@@ -305,3 +305,28 @@ fn precompile_fills_the_cache_so_a_run_compiles_nothing() {
         "the run compiled a component:\n{log}"
     );
 }
+
+#[test]
+fn the_harness_gives_a_transform_granted_keys_an_encrypted_scratch_repository() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_runner"));
+    let aes = bin
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("plugins/wasm32-wasip2/release/runner_plugin_aes_gcm.wasm");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keys.toml"), "[grants]\nkeys = [\"data\"]\n").unwrap();
+    let passed = ok(
+        runner(
+            &["plugins", "test", aes.to_str().unwrap(), "--config", "keys.toml"],
+            dir.path(),
+        ),
+        "plugins test of aes-gcm",
+    );
+    assert!(passed.contains("files identical"), "{passed}");
+    // Without the grant it gets no key, and says so.
+    let output = runner(&["plugins", "test", aes.to_str().unwrap()], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no key named \"data\""), "{}", stderr(&output));
+}
