@@ -3,7 +3,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod authors;
 mod backup;
+mod deploy;
+mod examples;
 mod elasticsearch;
 mod plugins;
 mod postgres;

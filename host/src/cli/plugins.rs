@@ -1,4 +1,9 @@
-//! `runner plugins`: the built-in plugins with kind, version and digest; `inspect` for any component.
+//! `runner plugins`: the built-in plugins with kind, version and digest; `inspect` for any
+//! component; `new`, `test` and `precompile` (one module each) for plugin authors and images.
+
+mod new;
+mod precompile;
+mod test;
 
 use std::path::PathBuf;
 
@@ -22,13 +27,23 @@ enum PluginsCommand {
         /// A `.wasm` component.
         file: PathBuf,
     },
+    /// Write a new plugin crate (source, transform or sink) that builds on its own.
+    New(new::Args),
+    /// Round-trip a plugin inside the real host: backup, verify, restore (sinks: every call).
+    Test(test::Args),
+    /// Compile the built-in plugins (and given components) into the compile cache.
+    Precompile(precompile::Args),
 }
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
-    let engine = Engine::new(EngineOptions::from_env())?;
     match args.command {
-        None => list(&engine, globals).await,
-        Some(PluginsCommand::Inspect { file }) => inspect(&engine, &file, globals).await,
+        Some(PluginsCommand::New(args)) => new::run(args),
+        Some(PluginsCommand::Test(args)) => test::run(args, globals).await,
+        Some(PluginsCommand::Precompile(args)) => precompile::run(args, globals).await,
+        None => list(&Engine::new(EngineOptions::from_env())?, globals).await,
+        Some(PluginsCommand::Inspect { file }) => {
+            inspect(&Engine::new(EngineOptions::from_env())?, &file, globals).await
+        }
     }
 }
 

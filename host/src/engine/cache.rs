@@ -52,6 +52,11 @@ impl CompileCache {
         Ok(component)
     }
 
+    /// Whether a verified entry for this component is there (`runner plugins precompile`).
+    pub fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.load(&self.entry_path(digest)).is_some()
+    }
+
     /// A verified entry, or None (missing, truncated, corrupted, or built by another engine).
     fn load(&self, path: &PathBuf) -> Option<Component> {
         let bytes = std::fs::read(path).ok()?;

@@ -135,6 +135,23 @@ impl Engine {
 }
 
 impl Engine {
+    /// Fills the compile cache for a component ahead of time (container images, whose
+    /// cache is otherwise cold at every start). `Ok(true)`: it was already there.
+    pub fn precompile(&self, name: &str, wasm: &[u8]) -> Result<bool, PluginError> {
+        let Some(cache) = &self.inner.cache else {
+            return Err(PluginError::Load {
+                plugin: name.to_string(),
+                reason: "there is no compile cache directory: set RUNNER_CACHE_DIR (or HOME)"
+                    .into(),
+            });
+        };
+        let cached = cache.contains(&crate::plugins::sha256(wasm));
+        self.load(name, wasm)?;
+        Ok(cached)
+    }
+}
+
+impl Engine {
     /// Instantiates a plugin just to ask its name, version and description.
     pub async fn describe(
         &self,

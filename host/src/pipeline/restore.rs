@@ -70,15 +70,29 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
         None,
     )
     .map_err(|message| RunError::Usage(format!("{}: {message}", source_stage.label())))?;
-    // The recorded config holds secret references as written; the plugin needs their
-    // values (a database password), resolved now, where the pipeline still writes them so.
-    let (source_config, grants) = resolve_recorded_secrets(ctx, &source_info.config, grants)?;
     let target = stages::restore_target(builtin, &grants, request.target.as_deref());
+    // The recorded config holds secret references as written; the plugin needs their
+    // values (a database password), resolved now — except credentials the host keeps
+    // (the elasticsearch source's auth, injected into its requests instead).
+    let (mut config, secrets) = stages::resolve_recorded(
+        &source_stage.label(),
+        &source_info.config,
+        ctx.pipeline.base_dir(),
+        &ctx.secrets,
+    )
+    .map_err(RunError::Usage)?;
+    if builtin == Some("elasticsearch") {
+        crate::pipeline::elasticsearch::withhold(&source_info.config, &mut config);
+    }
+    let grants = StageGrants {
+        secrets: secrets.into(),
+        ..grants
+    };
     let mut source = SourceInstance::start(
         &ctx.engine,
         &source_plugin,
         &source_stage.label(),
-        &serde_json::Value::Object(source_config).to_string(),
+        &serde_json::Value::Object(config).to_string(),
         grants,
         &source_stage.limits,
     )
@@ -132,39 +146,6 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
 
 /// A stage's options as a plugin receives them.
 type StageOptions = serde_json::Map<String, serde_json::Value>;
-
-/// The recorded source options with each secret reference that the pipeline's source stage
-/// still writes the same way replaced by its value; the values are scrubbed from the
-/// plugin's logs and errors like at backup.
-fn resolve_recorded_secrets(
-    ctx: &Context,
-    recorded: &StageOptions,
-    grants: StageGrants,
-) -> Result<(StageOptions, StageGrants), RunError> {
-    let stage = &ctx.pipeline.source;
-    let written = stage.redacted_options();
-    let mut config = recorded.clone();
-    let mut resolved = None;
-    for (key, value) in recorded {
-        let is_reference = value.as_str().is_some_and(|v| v.contains("${"));
-        if is_reference && written.get(key) == Some(value) {
-            if resolved.is_none() {
-                resolved = Some(stage.resolved_options(&ctx.secrets)?);
-            }
-            if let Some(v) = resolved.as_ref().and_then(|r| r.get(key)) {
-                config.insert(key.clone(), v.clone());
-            }
-        }
-    }
-    if resolved.is_none() {
-        return Ok((config, grants));
-    }
-    let grants = StageGrants {
-        secrets: stage.resolved_secrets(&ctx.secrets)?.into(),
-        ..grants
-    };
-    Ok((config, grants))
-}
 
 /// The artifacts `--only` selects: a glob matching an artifact's name, or reaching inside
 /// it (`name/…`), selects it. No globs: all.
@@ -283,10 +264,18 @@ pub async fn recorded_chain(
                 info.plugin
             ))
         })?;
+        let label = format!("transform #{} ({})", i + 1, info.plugin);
+        let (config, secrets) =
+            stages::resolve_recorded(&label, &info.config, ctx.pipeline.base_dir(), &ctx.secrets)
+                .map_err(RunError::Usage)?;
+        let grants = StageGrants {
+            secrets: secrets.into(),
+            ..grants
+        };
         transforms.push(StageSpec {
             plugin,
-            label: format!("transform #{} ({})", i + 1, info.plugin),
-            config_json: serde_json::Value::Object(info.config.clone()).to_string(),
+            label,
+            config_json: serde_json::Value::Object(config).to_string(),
             grants,
             limits: Default::default(),
         });

@@ -499,3 +499,70 @@ pub fn spec(
         limits: stage.limits.clone(),
     })
 }
+
+/// A recorded stage's options (a manifest keeps secret references, never values) with the
+/// references resolved again for the plugin, and their values, so they are scrubbed from
+/// what the plugin logs or returns.
+pub fn resolve_recorded(
+    label: &str,
+    options: &serde_json::Map<String, serde_json::Value>,
+    base_dir: &std::path::Path,
+    secrets: &SecretResolver,
+) -> Result<
+    (
+        serde_json::Map<String, serde_json::Value>,
+        Vec<crate::config::Secret>,
+    ),
+    String,
+> {
+    use serde_json::Value;
+    fn walk(
+        value: &mut Value,
+        at: &crate::config::Location,
+        base_dir: &std::path::Path,
+        secrets: &SecretResolver,
+        found: &mut Vec<crate::config::Secret>,
+    ) -> Result<(), String> {
+        match value {
+            Value::String(text) if text.contains('$') => {
+                let template =
+                    crate::config::SecretValueRef::parse(text, base_dir, &|_| at.clone())
+                        .map_err(|e| e.message)?;
+                if template.needs_resolution() {
+                    for (reference, location) in template.references() {
+                        found.push(
+                            secrets
+                                .resolve(reference, location)
+                                .map_err(|e| e.message)?,
+                        );
+                    }
+                    *text = template
+                        .resolve(secrets)
+                        .map_err(|e| e.message)?
+                        .expose()
+                        .to_string();
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, at, base_dir, secrets, found)?;
+                }
+            }
+            Value::Object(map) => {
+                for item in map.values_mut() {
+                    walk(item, at, base_dir, secrets, found)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let at = crate::config::Location::whole_file(format!("<{label} as recorded in the snapshot>"));
+    let mut value = Value::Object(options.clone());
+    let mut found = Vec::new();
+    walk(&mut value, &at, base_dir, secrets, &mut found).map_err(|m| format!("{label}: {m}"))?;
+    match value {
+        Value::Object(map) => Ok((map, found)),
+        _ => unreachable!("an object stays an object"),
+    }
+}
