@@ -116,47 +116,39 @@ fn is_empty_dir(path: &Path) -> bool {
 }
 
 /// Runs a command to completion and returns its output with its peak RSS in bytes.
+///
+/// The peak is the child's own VmHWM, polled from /proc while it runs: `ru_maxrss` would
+/// also count the test process, whose address space the child borrows until `exec`.
 pub fn run_measured(mut cmd: Command) -> (Output, u64) {
-    use std::os::unix::process::ExitStatusExt;
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let out = std::thread::spawn({
-        let mut child = child;
+    let status_file = format!("/proc/{}/status", child.id());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = std::thread::spawn({
+        let done = done.clone();
         move || {
-            let mut stdout = Vec::new();
-            let mut stderr = Vec::new();
-            use std::io::Read;
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_end(&mut stdout)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_end(&mut stderr)
-                .unwrap();
-            (stdout, stderr, child)
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // Gone, or a zombie without memory: the last value read stands.
+                let Some(kib) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                }) else {
+                    break;
+                };
+                peak = peak.max(kib * 1024);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            peak
         }
     });
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid);
-    let (stdout, stderr, child) = out.join().unwrap();
-    std::mem::forget(child); // already reaped by wait4
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout,
-        stderr,
-    };
-    (output, usage.ru_maxrss as u64 * 1024)
+    let output = child.wait_with_output().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (output, poller.join().unwrap())
 }
 
 #[test]

@@ -144,9 +144,6 @@ pub async fn run(ctx: &Context, request: RestoreRequest) -> Result<RestoreSummar
     })
 }
 
-/// A stage's options as a plugin receives them.
-type StageOptions = serde_json::Map<String, serde_json::Value>;
-
 /// The artifacts `--only` selects: a glob matching an artifact's name, or reaching inside
 /// it (`name/…`), selects it. No globs: all.
 pub fn select_artifacts<'m>(

@@ -376,10 +376,14 @@ fn sqlite_grants(
             let dir = if sqlite_target_is_dir(&target) {
                 target.clone()
             } else {
-                target
-                    .parent()
-                    .map(std::path::Path::to_path_buf)
-                    .ok_or_else(|| format!("restore target {} names no file", target.display()))?
+                // A bare file name is in the working directory.
+                match target.parent() {
+                    Some(parent) if parent.as_os_str().is_empty() => ".".into(),
+                    Some(parent) => parent.to_path_buf(),
+                    None => {
+                        return Err(format!("restore target {} names no file", target.display()));
+                    }
+                }
             };
             if !dir.exists() {
                 if dry_run {
