@@ -77,14 +77,7 @@ impl Setup {
 
     /// Runs and expects success.
     pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.runner(args);
-        assert!(
-            output.status.success(),
-            "runner {args:?} failed:\n{}{}",
-            stdout(&output),
-            stderr(&output)
-        );
-        stdout(&output)
+        crate::succeeded(&self.runner(args), args)
     }
 
     pub fn snapshots(&self) -> Vec<serde_json::Value> {

@@ -36,3 +36,14 @@ pub fn stderr(output: &Output) -> String {
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Asserts that a `runner` command succeeded (showing its output when not); returns stdout.
+pub fn succeeded(output: &Output, args: &[&str]) -> String {
+    assert!(
+        output.status.success(),
+        "runner {args:?} failed:\n{}{}",
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output)
+}

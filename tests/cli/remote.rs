@@ -39,14 +39,10 @@ fn command(setup: &Setup, args: &[&str], s3_secret: &str) -> std::process::Comma
 }
 
 fn run_ok(setup: &Setup, args: &[&str]) -> String {
-    let output = command(setup, args, s3_server::SECRET_KEY).output().unwrap();
-    assert!(
-        output.status.success(),
-        "runner {args:?} failed:\n{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    stdout(&output)
+    crate::succeeded(
+        &command(setup, args, s3_server::SECRET_KEY).output().unwrap(),
+        args,
+    )
 }
 
 fn snapshot_count(setup: &Setup) -> usize {

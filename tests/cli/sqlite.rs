@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::{stderr, stdout};
+use crate::stderr;
 
 /// A directory holding `db/`, a pipeline backing up `paths` from it, and a repository.
 struct Setup {
@@ -37,14 +37,7 @@ impl Setup {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let output = self.runner(args);
-        assert!(
-            output.status.success(),
-            "runner {args:?} failed:\n{}{}",
-            stdout(&output),
-            stderr(&output)
-        );
-        stdout(&output)
+        crate::succeeded(&self.runner(args), args)
     }
 
     fn snapshot_count(&self) -> usize {

@@ -28,16 +28,7 @@ async fn the_s3_secret_never_enters_the_sink_plugin_memory() {
         "the plugin's configuration holds the secret: {}",
         spec.config_json
     );
-    let mut sink = runner::engine::SinkInstance::start(
-        &context.engine,
-        &spec.plugin,
-        &spec.label,
-        &spec.config_json,
-        spec.grants.clone(),
-        &spec.limits,
-    )
-    .await
-    .unwrap();
+    let mut sink = context.start_sink(&spec).await.unwrap();
     let marker = b"OBJECT-MARKER-SEEN-BY-THE-SINK-PLUGIN".repeat(1000);
     runner::repository::put_bytes(&mut sink, "a/b", &marker, true).await.unwrap();
     let back = runner::repository::get_bytes(&mut sink, "a/b").await.unwrap();

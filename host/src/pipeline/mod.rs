@@ -122,18 +122,25 @@ impl Context {
     /// Opens the pipeline's repository (creating it when `create`), checking the key.
     pub async fn open_repository(&self, create: bool) -> Result<Repository, RunError> {
         let passphrase = self.passphrase()?;
-        let sink = self.sink_spec()?;
-        let instance = crate::engine::SinkInstance::start(
+        let instance = self.start_sink(&self.sink_spec()?).await?;
+        Ok(Repository::open(instance, passphrase.as_ref(), create).await?)
+    }
+
+    /// Starts the sink stage; a configuration error points at its option in the file.
+    pub async fn start_sink(
+        &self,
+        spec: &StageSpec,
+    ) -> Result<crate::engine::SinkInstance, RunError> {
+        crate::engine::SinkInstance::start(
             &self.engine,
-            &sink.plugin,
-            &sink.label,
-            &sink.config_json,
-            sink.grants.clone(),
-            &sink.limits,
+            &spec.plugin,
+            &spec.label,
+            &spec.config_json,
+            spec.grants.clone(),
+            &spec.limits,
         )
         .await
-        .map_err(|e| RunError::from(stages::locate(&self.pipeline.sink, e)))?;
-        Ok(Repository::open(instance, passphrase.as_ref(), create).await?)
+        .map_err(|e| RunError::from(stages::locate(&self.pipeline.sink, e)))
     }
 }
 

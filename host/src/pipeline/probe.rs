@@ -3,8 +3,7 @@
 
 use std::time::Instant;
 
-use crate::engine::SinkInstance;
-use crate::pipeline::{Context, RunError, stages};
+use crate::pipeline::{Context, RunError};
 use crate::repository::{get_bytes, put_bytes};
 
 /// Where probe objects go: beside the repository's layout, never inside it.
@@ -23,16 +22,7 @@ pub async fn check_sink(ctx: &Context) -> Result<serde_json::Value, RunError> {
         RunError::Failed(format!("{}: {storage}: {step} failed: {e}", spec.label))
     };
     let started = Instant::now();
-    let mut sink = SinkInstance::start(
-        &ctx.engine,
-        &spec.plugin,
-        &spec.label,
-        &spec.config_json,
-        spec.grants.clone(),
-        &spec.limits,
-    )
-    .await
-    .map_err(|e| RunError::from(stages::locate(&ctx.pipeline.sink, e)))?;
+    let mut sink = ctx.start_sink(&spec).await?;
     sink.check().await.map_err(|e| fail("reaching the storage", &e))?;
     let key = format!("{PROBE_PREFIX}/{}", hex::encode(rand::random::<[u8; 8]>()));
     let payload = rand::random::<[u8; 32]>();

@@ -6,7 +6,6 @@ use super::OptionError;
 use super::http::{self, EndpointOverride, RetryPolicy};
 use crate::capabilities::Storage;
 use crate::capabilities::storage::StorageOptions;
-use crate::config::parse_duration;
 
 /// OpenDAL uploads each object in one `uploadType=multipart` request, which Drive takes up to
 /// 5 MB; the host cuts artifacts into objects below this.
@@ -70,14 +69,7 @@ pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
             })?,
         }),
     };
-    let mut policy = RetryPolicy::default();
-    if let Some(retries) = o.retries {
-        policy.retries = retries;
-    }
-    if let Some(timeout) = &o.timeout {
-        policy.io_timeout = parse_duration(timeout)
-            .map_err(|e| OptionError::new("timeout", format!("timeout: {e}")))?;
-    }
+    let policy = RetryPolicy::from_options(o.retries, o.timeout.as_deref())?;
     let operator = http::operator(b, "gdrive", &policy, endpoint, drive_rate_limited)
         .map_err(|e| OptionError::new("", format!("cannot open Google Drive storage: {e}")))?;
     Ok(Storage::new(

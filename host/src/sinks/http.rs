@@ -33,6 +33,19 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The defaults, overridden by a sink's `retries` and `timeout` options.
+    pub fn from_options(retries: Option<usize>, timeout: Option<&str>) -> Result<Self, super::OptionError> {
+        let mut policy = RetryPolicy::default();
+        if let Some(retries) = retries {
+            policy.retries = retries;
+        }
+        if let Some(timeout) = timeout {
+            policy.io_timeout = crate::config::parse_duration(timeout)
+                .map_err(|e| super::OptionError::new("timeout", format!("timeout: {e}")))?;
+        }
+        Ok(policy)
+    }
+
     /// The delay before retry `attempt` (0-based): exponential with full jitter.
     fn backoff(&self, attempt: usize) -> Duration {
         let ceiling = self

@@ -6,7 +6,7 @@ use super::OptionError;
 use super::http::{self, RetryPolicy};
 use crate::capabilities::Storage;
 use crate::capabilities::storage::StorageOptions;
-use crate::config::{parse_duration, parse_size};
+use crate::config::parse_size;
 
 /// Parts of multipart uploads; an object's memory is `part_size * concurrency` at most.
 const DEFAULT_PART_SIZE: &str = "5MiB";
@@ -124,14 +124,7 @@ pub(super) fn open(o: S3Options) -> Result<Storage, OptionError> {
             "part_size must be at least 5MiB (S3's smallest multipart part)",
         ));
     }
-    let mut policy = RetryPolicy::default();
-    if let Some(retries) = o.retries {
-        policy.retries = retries;
-    }
-    if let Some(timeout) = &o.timeout {
-        policy.io_timeout = parse_duration(timeout)
-            .map_err(|e| OptionError::new("timeout", format!("timeout: {e}")))?;
-    }
+    let policy = RetryPolicy::from_options(o.retries, o.timeout.as_deref())?;
     let operator = http::operator(b, "s3", &policy, None, s3_slow_down)
         .map_err(|e| OptionError::new("", format!("cannot open S3 storage: {e}")))?;
     Ok(Storage::new(
