@@ -127,11 +127,11 @@ fn consistent_snapshots_under_a_constant_writer(journal_mode: &str) {
     let commits = Arc::new(AtomicU64::new(0));
     let handle = writer(db.clone(), stop.clone(), commits.clone());
 
-    // Five runs keep CI fast; SQLITE_RUNS=20 repeats them as often as the issue asks.
+    // 20 runs in each journal mode, as the issue asks (about 8 s for both); SQLITE_RUNS overrides.
     let runs: usize = std::env::var("SQLITE_RUNS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(20);
     let mut seen_rows = Vec::new();
     for run in 0..runs {
         let before = commits.load(Ordering::Relaxed);
