@@ -277,3 +277,52 @@ fn gdrive_refused_credentials_fail_clearly_without_a_snapshot() {
     }
     assert!(drive.files_in("/Backups/runner").is_empty());
 }
+
+/// A fresh RSA key as a service-account JSON key file in `dir`; returns the file and the
+/// public key (PKCS#1 DER) for the fake to trust.
+fn service_account_key(dir: &Path, email: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let pem = dir.join("sa-key.pem");
+    let public = dir.join("sa-public.der");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pem.to_str().unwrap()]);
+    openssl(&["rsa", "-in", pem.to_str().unwrap(), "-RSAPublicKey_out", "-outform", "DER", "-out", public.to_str().unwrap()]);
+    let key_file = dir.join("service-account.json");
+    let json = serde_json::json!({
+        "type": "service_account",
+        "client_email": email,
+        "private_key": std::fs::read_to_string(&pem).unwrap(),
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    std::fs::write(&key_file, json.to_string()).unwrap();
+    (key_file, std::fs::read(public).unwrap())
+}
+
+#[test]
+fn gdrive_authenticates_as_a_service_account_with_a_signed_jwt() {
+    let drive = DriveFake::start();
+    let setup = Setup::with_sink(CHAIN, "[sink]\n");
+    let email = "backup@runner-test.iam.gserviceaccount.com";
+    let (key_file, public_key) = service_account_key(setup.dir.path(), email);
+    setup.write_sink(&format!(
+        "[sink]\ntype = \"gdrive\"\nfolder = \"/Backups/sa\"\nendpoint = \"{}\"\nservice_account_key = \"${{file:{}}}\"\nretries = 2\n",
+        drive.base_url(),
+        key_file.display()
+    ));
+    write_data(&setup.data(), 6 << 20, 8);
+
+    // Not trusted yet: Google's answer for a key it does not know, and nothing stored.
+    let output = command(&setup, &["run", "pipeline.toml"], "").output().unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("invalid_grant"), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("PRIVATE KEY"), "the key leaked:\n{}", stderr(&output));
+
+    drive.trust_service_account(email, public_key);
+    run_ok(&setup, &["run", "pipeline.toml"]);
+    assert!(drive.stats().token_grants >= 1);
+    assert!(!drive.files_in("/Backups/sa").is_empty());
+    run_ok(&setup, &["verify", "pipeline.toml"]);
+    restore_and_compare(&setup);
+}

@@ -98,6 +98,11 @@ impl DriveFake {
     pub fn throttle_next(&self, n: usize, kind: Throttle) {
         self.lock().throttle = (n, kind);
     }
+    /// Lets `email` obtain tokens with JWTs signed by the key whose public half is given
+    /// (RSAPublicKey, PKCS#1 DER), as a Google service account does.
+    pub fn trust_service_account(&self, email: &str, public_key_der: Vec<u8>) {
+        self.lock().service_accounts.insert(email.to_string(), public_key_der);
+    }
     pub fn stats(&self) -> Stats {
         self.lock().stats.clone()
     }
@@ -190,6 +195,8 @@ struct State {
     throttle: (usize, Throttle),
     stats: Stats,
     last_ms: u64,
+    /// Service accounts the token endpoint trusts: email → RSA public key (PKCS#1 DER).
+    service_accounts: HashMap<String, Vec<u8>>,
 }
 
 impl State {
@@ -203,6 +210,7 @@ impl State {
             throttle: (0, Throttle::RateLimit),
             stats: Stats::default(),
             last_ms: 0,
+            service_accounts: HashMap::new(),
         };
         let now = st.now();
         let root = Entry {
@@ -374,6 +382,12 @@ fn token(st: &mut State, r: &Req) -> Resp {
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
     match get("grant_type") {
         "refresh_token" => {}
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+            if let Err(why) = check_assertion(st, get("assertion")) {
+                return oauth_error(400, "invalid_grant", why);
+            }
+            return grant(st);
+        }
         "" => return oauth_error(400, "invalid_request", "Missing required parameter: grant_type"),
         other => return oauth_error(400, "unsupported_grant_type", &format!("Invalid grant_type: {other}")),
     }
@@ -386,6 +400,47 @@ fn token(st: &mut State, r: &Req) -> Resp {
     if get("refresh_token") != DriveFake::REFRESH_TOKEN {
         return oauth_error(400, "invalid_grant", "Bad Request");
     }
+    grant(st)
+}
+
+/// Checks a service account's JWT (RFC 7523) as Google does: RS256 by a trusted key, issued
+/// by that account for this token endpoint, not expired, asking for a scope.
+fn check_assertion(st: &State, jwt: &str) -> Result<(), &'static str> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, claims, signature] = parts.as_slice() else {
+        return Err("Invalid JWT: Token must be a short-lived token and in a reasonable timeframe");
+    };
+    let decode = |part: &str| b64.decode(part).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let (Some(header), Some(claims)) = (decode(header), decode(claims)) else {
+        return Err("Invalid JWT: malformed");
+    };
+    if header["alg"] != "RS256" {
+        return Err("Invalid JWT: unsupported algorithm");
+    }
+    let email = claims["iss"].as_str().unwrap_or_default();
+    let Some(public_key) = st.service_accounts.get(email) else {
+        return Err("Invalid grant: account not found");
+    };
+    let signed = &jwt[..jwt.rfind('.').unwrap_or(0)];
+    let signature = b64.decode(signature).map_err(|_| "Invalid JWT Signature.")?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public_key)
+        .verify(signed.as_bytes(), &signature)
+        .map_err(|_| "Invalid JWT Signature.")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let exp = claims["exp"].as_u64().unwrap_or(0);
+    if exp <= now || exp > now + 3600 + 300 || !claims["aud"].as_str().is_some_and(|a| a.ends_with("/token")) {
+        return Err("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.");
+    }
+    if claims["scope"].as_str().is_none_or(str::is_empty) {
+        return Err("Invalid JWT: no scope");
+    }
+    Ok(())
+}
+
+/// A new access token for the configured lifetime.
+fn grant(st: &mut State) -> Resp {
     let access = format!("ya29.{}", random_chars(40));
     st.tokens.insert(access.clone(), Instant::now() + Duration::from_secs(st.token_lifetime));
     st.stats.token_grants += 1;

@@ -1,13 +1,15 @@
 //! The HTTP transport of the remote sinks: one pooled reqwest client with timeouts, retries of
 //! rate-limited requests, an optional endpoint override, and OpenDAL's retry layer on top.
 
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use opendal::layers::{RetryInterceptor, RetryEvent, RetryLayer, TimeoutLayer};
 use opendal::raw::oio::ReadStream;
 use opendal::{Buffer, HttpBody, HttpTransport, HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
+
+use super::google_auth::ServiceAccount;
 
 /// Retry and timeout settings shared by the remote sinks (`retries`, `timeout` options).
 #[derive(Clone, Debug)]
@@ -71,6 +73,8 @@ pub type RateLimitCheck = fn(http::StatusCode, &[u8]) -> bool;
 struct Transport {
     inner: ReqwestTransport,
     endpoint: Option<EndpointOverride>,
+    /// Authenticates API requests (not token requests) as a Google service account.
+    service_account: Option<Arc<ServiceAccount>>,
     policy: RetryPolicy,
     rate_limited: RateLimitCheck,
     service: &'static str,
@@ -83,6 +87,7 @@ pub fn operator(
     policy: &RetryPolicy,
     endpoint: Option<EndpointOverride>,
     rate_limited: RateLimitCheck,
+    service_account: Option<Arc<ServiceAccount>>,
 ) -> opendal::Result<Operator> {
     let client = client(policy).map_err(|e| {
         opendal::Error::new(opendal::ErrorKind::Unexpected, "cannot build the HTTP client")
@@ -91,6 +96,7 @@ pub fn operator(
     let transport = HttpTransporter::new(Transport {
         inner: ReqwestTransport::new(client),
         endpoint,
+        service_account,
         policy: policy.clone(),
         rate_limited,
         service,
@@ -169,6 +175,21 @@ impl HttpTransport for Transport {
         &self,
         mut req: http::Request<Buffer>,
     ) -> opendal::Result<http::Response<HttpBody>> {
+        if let Some(account) = &self.service_account
+            && req.uri().host() != http::Uri::try_from(account.token_uri()).ok().as_ref().and_then(|u| u.host())
+        {
+            let token = account
+                .access_token(|mut token_request| async move {
+                    self.rewrite(&mut token_request)?;
+                    let (parts, mut body) = self.inner.fetch(token_request).await?.into_parts();
+                    Ok(http::Response::from_parts(parts, body.read_all().await?))
+                })
+                .await?;
+            let value = format!("Bearer {token}").parse().map_err(|e| {
+                opendal::Error::new(opendal::ErrorKind::Unexpected, "access token header").set_source(e)
+            })?;
+            req.headers_mut().insert(http::header::AUTHORIZATION, value);
+        }
         self.rewrite(&mut req)?;
         let mut attempt = 0;
         loop {

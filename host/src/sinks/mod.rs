@@ -2,6 +2,7 @@
 //! plugin writes through, so storage credentials stay in the host and never reach the plugin.
 
 mod gdrive;
+mod google_auth;
 mod http;
 mod s3;
 

@@ -125,7 +125,7 @@ pub(super) fn open(o: S3Options) -> Result<Storage, OptionError> {
         ));
     }
     let policy = RetryPolicy::from_options(o.retries, o.timeout.as_deref())?;
-    let operator = http::operator(b, "s3", &policy, None, s3_slow_down)
+    let operator = http::operator(b, "s3", &policy, None, s3_slow_down, None)
         .map_err(|e| OptionError::new("", format!("cannot open S3 storage: {e}")))?;
     Ok(Storage::new(
         operator,

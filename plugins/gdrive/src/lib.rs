@@ -12,7 +12,7 @@ struct Gdrive;
 impl Plugin for Gdrive {
     const NAME: &'static str = "gdrive";
     const DESCRIPTION: &'static str =
-        "a Google Drive folder (OAuth refresh token; objects of at most 5 MiB)";
+        "a Google Drive folder (OAuth refresh token or service account; objects of at most 5 MiB)";
     // The host parses and checks every option (pipelines/gdrive.toml documents them).
     type Config = serde::de::IgnoredAny;
 
