@@ -316,10 +316,20 @@ fn the_harness_gives_a_transform_granted_keys_an_encrypted_scratch_repository() 
         .unwrap()
         .join("plugins/wasm32-wasip2/release/runner_plugin_aes_gcm.wasm");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("keys.toml"), "[grants]\nkeys = [\"data\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("keys.toml"),
+        "[grants]\nkeys = [\"data\"]\n",
+    )
+    .unwrap();
     let passed = ok(
         runner(
-            &["plugins", "test", aes.to_str().unwrap(), "--config", "keys.toml"],
+            &[
+                "plugins",
+                "test",
+                aes.to_str().unwrap(),
+                "--config",
+                "keys.toml",
+            ],
             dir.path(),
         ),
         "plugins test of aes-gcm",
@@ -328,5 +338,9 @@ fn the_harness_gives_a_transform_granted_keys_an_encrypted_scratch_repository() 
     // Without the grant it gets no key, and says so.
     let output = runner(&["plugins", "test", aes.to_str().unwrap()], dir.path());
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("no key named \"data\""), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no key named \"data\""),
+        "{}",
+        stderr(&output)
+    );
 }

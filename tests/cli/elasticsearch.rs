@@ -23,7 +23,10 @@ struct Setup {
 
 impl Setup {
     fn new(options: EmulatorOptions, extra: &str) -> Setup {
-        let setup = Setup { dir: tempfile::tempdir().unwrap(), emulator: Emulator::start(options) };
+        let setup = Setup {
+            dir: tempfile::tempdir().unwrap(),
+            emulator: Emulator::start(options),
+        };
         setup.write_pipeline(extra);
         setup
     }
@@ -52,7 +55,12 @@ impl Setup {
 
     fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args);
-        assert!(output.status.success(), "runner {args:?} failed:\n{}\n{}", stdout(&output), stderr(&output));
+        assert!(
+            output.status.success(),
+            "runner {args:?} failed:\n{}\n{}",
+            stdout(&output),
+            stderr(&output)
+        );
         stdout(&output)
     }
 
@@ -92,11 +100,17 @@ fn index_state(es: &Emulator, name: &str) -> IndexState {
         mappings: first(es.ok("GET", &format!("/{name}/_mapping"), None))["mappings"].clone(),
         settings,
         aliases,
-        count: es.ok("GET", &format!("/{name}/_count"), None)["count"].as_u64().unwrap(),
+        count: es.ok("GET", &format!("/{name}/_count"), None)["count"]
+            .as_u64()
+            .unwrap(),
     }
 }
 
-fn bulk_index(es: &Emulator, index: &str, docs: impl IntoIterator<Item = (String, Value, Option<String>)>) {
+fn bulk_index(
+    es: &Emulator,
+    index: &str,
+    docs: impl IntoIterator<Item = (String, Value, Option<String>)>,
+) {
     let mut body = String::new();
     let mut n = 0;
     for (id, source, routing) in docs {
@@ -118,14 +132,26 @@ fn bulk_index(es: &Emulator, index: &str, docs: impl IntoIterator<Item = (String
 }
 
 const LEVELS: [&str; 3] = ["INFO", "WARN", "ERROR"];
-const WORDS: &[&str] = &["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"];
+const WORDS: &[&str] = &[
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+];
 
 fn words(rng: &mut Prng, n: usize) -> String {
-    (0..n).map(|_| WORDS[rng.below(WORDS.len())]).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|_| WORDS[rng.below(WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn date(rng: &mut Prng) -> String {
-    format!("2024-{:02}-{:02}T{:02}:{:02}:{:02}Z", 1 + rng.below(12), 1 + rng.below(28), rng.below(24), rng.below(60), rng.below(60))
+    format!(
+        "2024-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        1 + rng.below(12),
+        1 + rng.below(28),
+        rng.below(24),
+        rng.below(60),
+        rng.below(60)
+    )
 }
 
 /// Six indices with varied mappings (nested, multi-fields, dates, geo_point, ip, strict and
@@ -157,8 +183,16 @@ fn seed(es: &Emulator, scale: usize) {
     es.ok("PUT", "/metrics", Some(json!({
         "mappings": {"properties": {"at": {"type": "date", "format": "epoch_millis"}, "value": {"type": "double"}, "host": {"type": "keyword"}}}
     })));
-    es.ok("PUT", "/.internal-state", Some(json!({"settings": {"index.hidden": true}})));
-    bulk_index(es, ".internal-state", [("s1".to_string(), json!({"x": 1}), None)]);
+    es.ok(
+        "PUT",
+        "/.internal-state",
+        Some(json!({"settings": {"index.hidden": true}})),
+    );
+    bulk_index(
+        es,
+        ".internal-state",
+        [("s1".to_string(), json!({"x": 1}), None)],
+    );
 
     let mut rng = Prng::new(9);
     let n = |share: usize| share * scale;
@@ -168,12 +202,24 @@ fn seed(es: &Emulator, scale: usize) {
         (format!("p-{i}"), json!({"name": format!("Prodüct {}", words(&mut rng, 3)), "price": (i % 1000) as f64 / 4.0,
             "tags": tags, "created": date(&mut rng), "variants": variants}), None)
     }));
-    bulk_index(es, "places", (0..n(500)).map(|i| {
-        let lat = (rng.below(18000) as f64 / 100.0) - 90.0;
-        let lon = (rng.below(36000) as f64 / 100.0) - 180.0;
-        let location = if i % 2 == 0 { json!({"lat": lat, "lon": lon}) } else { json!(format!("{lat},{lon}")) };
-        (format!("place-{i}"), json!({"name": words(&mut rng, 2), "location": location, "visited": i % 3 == 0}), None)
-    }));
+    bulk_index(
+        es,
+        "places",
+        (0..n(500)).map(|i| {
+            let lat = (rng.below(18000) as f64 / 100.0) - 90.0;
+            let lon = (rng.below(36000) as f64 / 100.0) - 180.0;
+            let location = if i % 2 == 0 {
+                json!({"lat": lat, "lon": lon})
+            } else {
+                json!(format!("{lat},{lon}"))
+            };
+            (
+                format!("place-{i}"),
+                json!({"name": words(&mut rng, 2), "location": location, "visited": i % 3 == 0}),
+                None,
+            )
+        }),
+    );
     for month in ["01", "02"] {
         let index = format!("logs-2024.{month}");
         bulk_index(es, &index, (0..n(700)).map(|i| {
@@ -193,28 +239,47 @@ fn seed(es: &Emulator, scale: usize) {
     }));
 }
 
-const INDICES: &[&str] = &["logs-2024.01", "logs-2024.02", "metrics", "places", "products", "users"];
+const INDICES: &[&str] = &[
+    "logs-2024.01",
+    "logs-2024.02",
+    "metrics",
+    "places",
+    "products",
+    "users",
+];
 
 fn states(es: &Emulator) -> BTreeMap<&'static str, IndexState> {
-    INDICES.iter().map(|name| (*name, index_state(es, name))).collect()
+    INDICES
+        .iter()
+        .map(|name| (*name, index_state(es, name)))
+        .collect()
 }
 
 /// The number after `key=` on the report line of `artifact`.
 fn reported(out: &str, artifact: &str, key: &str) -> Option<u64> {
-    let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{artifact}:")))?;
-    line.split_whitespace().find_map(|f| f.strip_prefix(&format!("{key}="))?.parse().ok())
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{artifact}:")))?;
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(&format!("{key}="))?.parse().ok())
 }
 
 #[test]
 fn backup_delete_restore_round_trip_with_host_injected_api_key() {
     let setup = Setup::new(
-        EmulatorOptions { authorization: Some(format!("ApiKey {API_KEY}")), ..Default::default() },
+        EmulatorOptions {
+            authorization: Some(format!("ApiKey {API_KEY}")),
+            ..Default::default()
+        },
         "api_key = \"${env:ES_TEST_API_KEY}\"\npage_size = 700",
     );
     let es = &setup.emulator;
     seed(es, 6);
     let before = states(es);
-    assert_eq!(before.values().map(|s| s.count).sum::<u64>(), 3600 + 3000 + 8400 + 1998 + 3000);
+    assert_eq!(
+        before.values().map(|s| s.count).sum::<u64>(),
+        3600 + 3000 + 8400 + 1998 + 3000
+    );
 
     // A writer racing the backup: indexed (and refreshed) right after the first point in time
     // opened, into the index that point in time covers. It must not be in the snapshot.
@@ -222,8 +287,15 @@ fn backup_delete_restore_round_trip_with_host_injected_api_key() {
         "{\"index\":{\"_index\":\"logs-2024.01\",\"_id\":\"late-1\"}}\n{\"message\":\"after the backup began\"}\n",
     );
     setup.backup();
-    assert_eq!(es.open_views(), 0, "every point in time is closed after the backup");
-    assert!(es.requests().iter().any(|r| r == "POST /logs-2024.01/_pit"), "read at a point in time");
+    assert_eq!(
+        es.open_views(),
+        0,
+        "every point in time is closed after the backup"
+    );
+    assert!(
+        es.requests().iter().any(|r| r == "POST /logs-2024.01/_pit"),
+        "read at a point in time"
+    );
     assert!(es.documents("logs-2024.01").contains_key("late-1"));
 
     // The host sent the key with every request; the plugin's config held only the reference.
@@ -237,7 +309,11 @@ fn backup_delete_restore_round_trip_with_host_injected_api_key() {
     let out = setup.restore(&["--mode", "replace"]);
     for name in INDICES {
         let expected = before[name].count;
-        assert_eq!(reported(&out, name, "restored"), Some(expected), "{name}: {out}");
+        assert_eq!(
+            reported(&out, name, "restored"),
+            Some(expected),
+            "{name}: {out}"
+        );
         assert_eq!(reported(&out, name, "failed"), Some(0), "{out}");
         assert_eq!(reported(&out, name, "count"), Some(expected), "{out}");
     }
@@ -251,21 +327,37 @@ fn backup_delete_restore_round_trip_with_host_injected_api_key() {
         assert_eq!(a.settings, b.settings, "{name}");
         assert_eq!(a.aliases, b.aliases, "{name}");
     }
-    assert!(!es.requests().iter().any(|r| r.contains(".internal-state")), "system indices are not backed up");
+    assert!(
+        !es.requests().iter().any(|r| r.contains(".internal-state")),
+        "system indices are not backed up"
+    );
 
     // Nothing of the secret is stored: the snapshot records the reference.
     let mut stored = Vec::new();
     collect_files(&setup.dir.path().join("repo"), &mut stored);
     for file in stored {
         let bytes = std::fs::read(&file).unwrap();
-        assert!(!bytes.windows(API_KEY.len()).any(|w| w == API_KEY.as_bytes()), "{} holds the key", file.display());
+        assert!(
+            !bytes
+                .windows(API_KEY.len())
+                .any(|w| w == API_KEY.as_bytes()),
+            "{} holds the key",
+            file.display()
+        );
     }
 
     // A wrong key: refused by the cluster, reported as such, the key never printed.
-    let output = setup.command(&["run", "pipeline.toml"]).env("ES_TEST_API_KEY", "d3Jvbmcta2V5").output().unwrap();
+    let output = setup
+        .command(&["run", "pipeline.toml"])
+        .env("ES_TEST_API_KEY", "d3Jvbmcta2V5")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let err = stderr(&output);
-    assert!(err.contains("401") && err.contains("security_exception"), "{err}");
+    assert!(
+        err.contains("401") && err.contains("security_exception"),
+        "{err}"
+    );
     assert!(!err.contains("d3Jvbmcta2V5"), "{err}");
 }
 
@@ -282,9 +374,25 @@ fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 /// A small index of `n` documents with a keyword-mapped `code`.
 fn small(es: &Emulator, index: &str, n: usize) {
-    es.ok("PUT", &format!("/{index}"), Some(json!({"mappings": {"properties": {"code": {"type": "keyword"}, "n": {"type": "long"}}},
-        "aliases": {format!("{index}-read"): {}}})));
-    bulk_index(es, index, (0..n).map(|i| (format!("d{i}"), json!({"code": format!("c{i}"), "n": i}), None)));
+    es.ok(
+        "PUT",
+        &format!("/{index}"),
+        Some(
+            json!({"mappings": {"properties": {"code": {"type": "keyword"}, "n": {"type": "long"}}},
+        "aliases": {format!("{index}-read"): {}}}),
+        ),
+    );
+    bulk_index(
+        es,
+        index,
+        (0..n).map(|i| {
+            (
+                format!("d{i}"),
+                json!({"code": format!("c{i}"), "n": i}),
+                None,
+            )
+        }),
+    );
 }
 
 #[test]
@@ -303,23 +411,40 @@ fn merge_keeps_later_documents_replace_removes_them() {
     assert_eq!(reported(&out, "inventory", "restored"), Some(1200), "{out}");
     let docs = es.documents("inventory");
     assert!(docs.contains_key("d7"), "merge restores a deleted document");
-    assert!(docs.contains_key("later"), "merge keeps a document the snapshot does not have");
+    assert!(
+        docs.contains_key("later"),
+        "merge keeps a document the snapshot does not have"
+    );
     assert_eq!(docs.len(), 1201);
     assert!(!es.index_names().contains(&"other".to_string()) || es.documents("other").len() == 10);
 
     let out = setup.restore(&["--mode", "replace"]);
     assert_eq!(reported(&out, "inventory", "count"), Some(1200), "{out}");
     let docs = es.documents("inventory");
-    assert!(!docs.contains_key("later"), "replace removes what the snapshot does not have");
+    assert!(
+        !docs.contains_key("later"),
+        "replace removes what the snapshot does not have"
+    );
     assert_eq!(docs.len(), 1200);
     // The name now points at the loaded index; its own alias came back with it.
     let aliases = es.ok("GET", "/inventory/_alias", None);
     let (concrete, entry) = aliases.as_object().unwrap().iter().next().unwrap();
     assert!(concrete.starts_with("inventory-restore-"), "{aliases}");
-    assert!(entry["aliases"].get("inventory-read").is_some(), "{aliases}");
+    assert!(
+        entry["aliases"].get("inventory-read").is_some(),
+        "{aliases}"
+    );
     // A second replace swaps again, through the alias.
     setup.restore(&["--mode", "replace"]);
-    assert_eq!(es.index_names().iter().filter(|n| n.starts_with("inventory")).count(), 1, "{:?}", es.index_names());
+    assert_eq!(
+        es.index_names()
+            .iter()
+            .filter(|n| n.starts_with("inventory"))
+            .count(),
+        1,
+        "{:?}",
+        es.index_names()
+    );
 }
 
 #[test]
@@ -334,8 +459,15 @@ fn only_one_index_renamed_with_a_prefix() {
     assert!(!out.contains("alpha:"), "{out}");
     assert_eq!(es.index_names(), ["alpha", "beta", "copy-beta"]);
     assert_eq!(es.documents("copy-beta"), es.documents("beta"));
-    assert_eq!(index_state(es, "copy-beta").mappings, index_state(es, "beta").mappings);
-    assert!(es.ok("GET", "/copy-beta/_alias", None)["copy-beta"]["aliases"].get("copy-beta-read").is_some());
+    assert_eq!(
+        index_state(es, "copy-beta").mappings,
+        index_state(es, "beta").mappings
+    );
+    assert!(
+        es.ok("GET", "/copy-beta/_alias", None)["copy-beta"]["aliases"]
+            .get("copy-beta-read")
+            .is_some()
+    );
 
     // The same through the pipeline's target_prefix option.
     setup.write_pipeline("target_prefix = \"second-\"");
@@ -351,7 +483,14 @@ fn refused_bulk_requests_and_items_are_retried_to_completion() {
     small(es, "busy", 1000);
     // Lines longer than the host's 1 MiB chunks and the 5 MiB bulk byte cap.
     let big = "x".repeat(3 << 20);
-    bulk_index(es, "busy", [("big-1".to_string(), json!({"code": big, "n": 1}), None), ("big-2".to_string(), json!({"code": big, "n": 2}), None)]);
+    bulk_index(
+        es,
+        "busy",
+        [
+            ("big-1".to_string(), json!({"code": big, "n": 1}), None),
+            ("big-2".to_string(), json!({"code": big, "n": 2}), None),
+        ],
+    );
     setup.backup();
     es.ok("DELETE", "/busy", None);
     es.reject_bulk_requests(3);
@@ -370,20 +509,44 @@ fn mapping_conflicts_are_reported_by_id_and_fail_the_restore() {
     let setup = Setup::new(EmulatorOptions::default(), "");
     let es = &setup.emulator;
     es.ok("PUT", "/codes", Some(json!({"mappings": {"properties": {"code": {"type": "keyword"}, "n": {"type": "long"}}}})));
-    let mut docs: Vec<_> = (0..50).map(|i| (format!("d{i}"), json!({"code": i.to_string(), "n": i}), None)).collect();
-    docs.push(("bad-1".to_string(), json!({"code": "not-a-number", "n": 1}), None));
+    let mut docs: Vec<_> = (0..50)
+        .map(|i| {
+            (
+                format!("d{i}"),
+                json!({"code": i.to_string(), "n": i}),
+                None,
+            )
+        })
+        .collect();
+    docs.push((
+        "bad-1".to_string(),
+        json!({"code": "not-a-number", "n": 1}),
+        None,
+    ));
     bulk_index(es, "codes", docs);
     setup.backup();
 
     // The index was recreated with `code` as a number: one document cannot be indexed.
     es.ok("DELETE", "/codes", None);
-    es.ok("PUT", "/codes", Some(json!({"mappings": {"properties": {"code": {"type": "long"}, "n": {"type": "long"}}}})));
+    es.ok(
+        "PUT",
+        "/codes",
+        Some(
+            json!({"mappings": {"properties": {"code": {"type": "long"}, "n": {"type": "long"}}}}),
+        ),
+    );
     let output = setup.run(&["restore", "pipeline.toml", "--mode", "merge"]);
     assert!(!output.status.success(), "{}", stdout(&output));
     let err = stderr(&output);
     assert!(err.contains("1 document(s) were refused"), "{err}");
-    assert!(err.contains("_id \"bad-1\"") && err.contains("document_parsing_exception"), "{err}");
-    assert!(err.contains("failed to parse field [code] of type [long]"), "{err}");
+    assert!(
+        err.contains("_id \"bad-1\"") && err.contains("document_parsing_exception"),
+        "{err}"
+    );
+    assert!(
+        err.contains("failed to parse field [code] of type [long]"),
+        "{err}"
+    );
     assert!(err.contains("exported 51, restored 50, failed 1"), "{err}");
     assert_eq!(es.documents("codes").len(), 50);
 
@@ -394,20 +557,35 @@ fn mapping_conflicts_are_reported_by_id_and_fail_the_restore() {
     es.reject_bulk_items(10_000);
     let output = setup.run(&["restore", "pipeline.toml", "--mode", "replace"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("the existing indices were left as they were"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("the existing indices were left as they were"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(es.documents("codes"), before);
     assert_eq!(es.index_names(), ["codes"], "the new index was removed");
 }
 
 #[test]
 fn clusters_before_point_in_time_are_read_by_scroll() {
-    let setup = Setup::new(EmulatorOptions { version: "7.9.3".into(), ..Default::default() }, "page_size = 64");
+    let setup = Setup::new(
+        EmulatorOptions {
+            version: "7.9.3".into(),
+            ..Default::default()
+        },
+        "page_size = 64",
+    );
     let es = &setup.emulator;
     small(es, "legacy", 500);
-    es.index_after_next_view("{\"index\":{\"_index\":\"legacy\",\"_id\":\"late\"}}\n{\"code\":\"x\",\"n\":1}\n");
+    es.index_after_next_view(
+        "{\"index\":{\"_index\":\"legacy\",\"_id\":\"late\"}}\n{\"code\":\"x\",\"n\":1}\n",
+    );
     setup.backup();
     let requests = es.requests();
-    assert!(requests.iter().any(|r| r == "POST /_search/scroll"), "{requests:?}");
+    assert!(
+        requests.iter().any(|r| r == "POST /_search/scroll"),
+        "{requests:?}"
+    );
     assert!(!requests.iter().any(|r| r.contains("_pit")), "{requests:?}");
     assert_eq!(es.open_views(), 0, "scrolls are cleared");
     es.ok("DELETE", "/legacy", None);
@@ -420,13 +598,21 @@ fn clusters_before_point_in_time_are_read_by_scroll() {
 fn opensearch_with_basic_auth_is_read_by_scroll() {
     let basic = "Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="; // elastic:changeme
     let setup = Setup::new(
-        EmulatorOptions { version: "2.11.0".into(), opensearch: true, authorization: Some(basic.into()) },
+        EmulatorOptions {
+            version: "2.11.0".into(),
+            opensearch: true,
+            authorization: Some(basic.into()),
+        },
         "username = \"${env:ES_TEST_USER}\"\npassword = \"${file:es.password}\"",
     );
     std::fs::write(setup.dir.path().join("es.password"), "changeme\n").unwrap();
     let es = &setup.emulator;
     small(es, "search", 400);
-    let output = setup.command(&["run", "pipeline.toml"]).env("ES_TEST_USER", "elastic").output().unwrap();
+    let output = setup
+        .command(&["run", "pipeline.toml"])
+        .env("ES_TEST_USER", "elastic")
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(es.requests().iter().any(|r| r == "POST /_search/scroll"));
     assert!(es.authorizations().iter().all(|a| a == basic) && !es.authorizations().is_empty());
@@ -437,27 +623,50 @@ fn opensearch_with_basic_auth_is_read_by_scroll() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(reported(&stdout(&output), "search", "count"), Some(400), "{}", stdout(&output));
+    assert_eq!(
+        reported(&stdout(&output), "search", "count"),
+        Some(400),
+        "{}",
+        stdout(&output)
+    );
 }
 
 #[test]
 fn validate_shows_the_implied_grant_and_bad_options_point_at_the_file() {
-    let setup = Setup::new(EmulatorOptions::default(), "username = \"${env:ES_TEST_API_KEY}\"");
+    let setup = Setup::new(
+        EmulatorOptions::default(),
+        "username = \"${env:ES_TEST_API_KEY}\"",
+    );
     let output = setup.run(&["validate", "pipeline.toml"]);
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("needs both `username` and `password`"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("needs both `username` and `password`"),
+        "{}",
+        stderr(&output)
+    );
 
     setup.write_pipeline("page_size = 0");
     let output = setup.run(&["validate", "pipeline.toml"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("pipeline.toml:4:"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("pipeline.toml:4:"),
+        "{}",
+        stderr(&output)
+    );
 
     setup.write_pipeline("");
     let out = setup.ok(&["validate", "pipeline.toml"]);
-    assert!(out.contains(&format!("http {}", setup.emulator.url())), "{out}");
+    assert!(
+        out.contains(&format!("http {}", setup.emulator.url())),
+        "{out}"
+    );
     setup.write_pipeline("api_key = \"${env:ES_TEST_API_KEY}\"");
     let out = setup.ok(&["validate", "pipeline.toml"]);
-    assert!(out.contains("Authorization header from the host") || out.contains("authorization header from the host"), "{out}");
+    assert!(
+        out.contains("Authorization header from the host")
+            || out.contains("authorization header from the host"),
+        "{out}"
+    );
     assert!(!out.contains(API_KEY), "{out}");
 }
 
@@ -467,7 +676,10 @@ fn validate_shows_the_implied_grant_and_bad_options_point_at_the_file() {
 #[test]
 #[ignore]
 fn bench_export_and_restore() {
-    let scale: usize = std::env::var("ES_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let scale: usize = std::env::var("ES_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
     let setup = Setup::new(EmulatorOptions::default(), "page_size = 1000");
     let es = &setup.emulator;
     seed(es, scale);
@@ -480,7 +692,10 @@ fn bench_export_and_restore() {
     let emulator_export = es.take_busy_seconds();
     let mut files = Vec::new();
     collect_files(&setup.dir.path().join("repo").join("data"), &mut files);
-    let stored: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    let stored: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
 
     for name in INDICES {
         es.ok("DELETE", &format!("/{name}"), None);
@@ -492,12 +707,18 @@ fn bench_export_and_restore() {
     println!("elasticsearch bench: {total} documents in 6 indices");
     // The emulator's share is the time it spent answering; the rest is runner's (startup,
     // plugin, HTTP, transforms, repository).
-    for (what, seconds, emulator) in [("export  (runner run)    ", export, emulator_export), ("restore (runner restore)", restore, emulator_restore)] {
+    for (what, seconds, emulator) in [
+        ("export  (runner run)    ", export, emulator_export),
+        ("restore (runner restore)", restore, emulator_restore),
+    ] {
         println!(
             "  {what}: {:>8.0} docs/s wall ({seconds:.2} s, of which the emulator {emulator:.2} s; without it {:.0} docs/s)",
             total as f64 / seconds,
             total as f64 / (seconds - emulator)
         );
     }
-    println!("  stored after zstd-3:      {:>9.1} bytes/doc ({stored} bytes)", stored as f64 / total as f64);
+    println!(
+        "  stored after zstd-3:      {:>9.1} bytes/doc ({stored} bytes)",
+        stored as f64 / total as f64
+    );
 }

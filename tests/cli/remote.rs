@@ -40,7 +40,9 @@ fn command(setup: &Setup, args: &[&str], s3_secret: &str) -> std::process::Comma
 
 fn run_ok(setup: &Setup, args: &[&str]) -> String {
     crate::succeeded(
-        &command(setup, args, s3_server::SECRET_KEY).output().unwrap(),
+        &command(setup, args, s3_server::SECRET_KEY)
+            .output()
+            .unwrap(),
         args,
     )
 }
@@ -77,7 +79,12 @@ fn restore_and_compare(setup: &Setup) {
     let _ = std::fs::remove_dir_all(&target);
     run_ok(
         setup,
-        &["restore", "pipeline.toml", "--target", target.to_str().unwrap()],
+        &[
+            "restore",
+            "pipeline.toml",
+            "--target",
+            target.to_str().unwrap(),
+        ],
     );
     tree::assert_same(&setup.data(), &target.join("data"));
 }
@@ -93,18 +100,37 @@ fn s3_round_trips_a_300_mib_artifact_in_multipart_objects_with_bounded_memory() 
     let report = run_ok(&setup, &["validate", "--check-remote", "pipeline.toml"]);
     assert!(report.contains("reachable and writable"), "{report}");
 
-    let (output, rss) =
-        run_measured(command(&setup, &["run", "pipeline.toml"], s3_server::SECRET_KEY));
-    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    let (output, rss) = run_measured(command(
+        &setup,
+        &["run", "pipeline.toml"],
+        s3_server::SECRET_KEY,
+    ));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     let objects = server.objects(BUCKET);
     let large = objects.iter().filter(|(_, size)| *size > 8 << 20).count();
-    assert!(large >= 18, "expected 16 MiB objects (two parts each): {objects:?}");
     assert!(
-        objects.iter().all(|(key, _)| key.starts_with("runner/test/")),
+        large >= 18,
+        "expected 16 MiB objects (two parts each): {objects:?}"
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|(key, _)| key.starts_with("runner/test/")),
         "objects outside the prefix: {objects:?}"
     );
-    assert!(!objects.iter().any(|(key, _)| key.contains("runner-probe")), "the probe object was left behind");
-    println!("s3: peak RSS of runner run with a 300 MiB artifact: {} MiB", rss >> 20);
+    assert!(
+        !objects.iter().any(|(key, _)| key.contains("runner-probe")),
+        "the probe object was left behind"
+    );
+    println!(
+        "s3: peak RSS of runner run with a 300 MiB artifact: {} MiB",
+        rss >> 20
+    );
     assert!(rss < 200 << 20, "runner run peaked at {} MiB", rss >> 20);
 
     run_ok(&setup, &["verify", "pipeline.toml"]);
@@ -126,28 +152,50 @@ fn s3_wrong_secret_and_missing_bucket_fail_clearly_without_a_snapshot() {
     write_data(&setup.data(), 1 << 20, 2);
 
     let wrong = "not-the-secret-key-at-all";
-    for args in [&["validate", "--check-remote", "pipeline.toml"][..], &["run", "pipeline.toml"]] {
+    for args in [
+        &["validate", "--check-remote", "pipeline.toml"][..],
+        &["run", "pipeline.toml"],
+    ] {
         let output = command(&setup, args, wrong).output().unwrap();
         let err = stderr(&output);
-        assert!(!output.status.success(), "{args:?} succeeded with a wrong secret");
+        assert!(
+            !output.status.success(),
+            "{args:?} succeeded with a wrong secret"
+        );
         assert!(
             err.contains("SignatureDoesNotMatch") || err.contains("PermissionDenied"),
             "{args:?}: the error should say the credentials were refused:\n{err}"
         );
-        assert!(!err.contains(wrong), "the secret leaked into the error:\n{err}");
+        assert!(
+            !err.contains(wrong),
+            "the secret leaked into the error:\n{err}"
+        );
     }
-    assert!(server.objects(BUCKET).is_empty(), "{:?}", server.objects(BUCKET));
+    assert!(
+        server.objects(BUCKET).is_empty(),
+        "{:?}",
+        server.objects(BUCKET)
+    );
 
     // A bucket that does not exist is named as such.
     let missing = Setup::with_sink(
         CHAIN,
-        &s3_sink(&server.endpoint(), "retries = 2").replace("bucket = \"backups\"", "bucket = \"no-such-bucket\""),
+        &s3_sink(&server.endpoint(), "retries = 2")
+            .replace("bucket = \"backups\"", "bucket = \"no-such-bucket\""),
     );
-    let output = command(&missing, &["validate", "--check-remote", "pipeline.toml"], s3_server::SECRET_KEY)
-        .output()
-        .unwrap();
+    let output = command(
+        &missing,
+        &["validate", "--check-remote", "pipeline.toml"],
+        s3_server::SECRET_KEY,
+    )
+    .output()
+    .unwrap();
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("NoSuchBucket"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("NoSuchBucket"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -166,7 +214,13 @@ fn s3_upload_survives_a_server_restart_and_a_faulty_network() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while server.objects(BUCKET).iter().filter(|(_, size)| *size > 1 << 20).count() < 1 {
+    while server
+        .objects(BUCKET)
+        .iter()
+        .filter(|(_, size)| *size > 1 << 20)
+        .count()
+        < 1
+    {
         assert!(Instant::now() < deadline, "no object arrived");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -174,8 +228,17 @@ fn s3_upload_survives_a_server_restart_and_a_faulty_network() {
     std::thread::sleep(Duration::from_secs(2));
     let server = S3Server::start_on(root.path(), port);
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
-    assert!(stderr(&output).contains("retrying"), "no retry was logged:\n{}", stderr(&output));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("retrying"),
+        "no retry was logged:\n{}",
+        stderr(&output)
+    );
     restore_and_compare(&setup);
 
     // Delays, 503 SlowDown answers and connections cut mid-transfer, between runner and server.
@@ -217,8 +280,15 @@ fn s3_permanent_failure_fails_the_run_and_commits_nothing() {
     }
     server.stop();
     let output = child.wait_with_output().unwrap();
-    assert!(!output.status.success(), "the run succeeded without its storage");
-    assert!(!stdout(&output).contains("committed"), "{}", stdout(&output));
+    assert!(
+        !output.status.success(),
+        "the run succeeded without its storage"
+    );
+    assert!(
+        !stdout(&output).contains("committed"),
+        "{}",
+        stdout(&output)
+    );
 
     // Back online: still exactly the first snapshot, and it verifies.
     let _server = S3Server::start_on(root.path(), port);
@@ -238,14 +308,28 @@ fn gdrive_round_trips_300_mib_in_parts_through_token_refreshes_and_rate_limits()
     let report = run_ok(&setup, &["validate", "--check-remote", "pipeline.toml"]);
     assert!(report.contains("reachable and writable"), "{report}");
 
-    let (output, rss) =
-        run_measured(command(&setup, &["run", "pipeline.toml"], s3_server::SECRET_KEY));
-    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    let (output, rss) = run_measured(command(
+        &setup,
+        &["run", "pipeline.toml"],
+        s3_server::SECRET_KEY,
+    ));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     let stats = drive.stats();
     println!("drive fake: {stats:?}; peak RSS {} MiB", rss >> 20);
     assert!(stats.rate_limited >= 4, "{stats:?}");
-    assert!(stats.token_grants >= 2, "the token was never refreshed: {stats:?}");
-    assert!(stats.largest_upload <= crate::common::drive_fake::MAX_SIMPLE_UPLOAD as u64, "{stats:?}");
+    assert!(
+        stats.token_grants >= 2,
+        "the token was never refreshed: {stats:?}"
+    );
+    assert!(
+        stats.largest_upload <= crate::common::drive_fake::MAX_SIMPLE_UPLOAD as u64,
+        "{stats:?}"
+    );
     let files = drive.files_in("/Backups/runner");
     assert!(!files.is_empty(), "nothing stored under the folder");
     assert!(rss < 200 << 20, "runner run peaked at {} MiB", rss >> 20);
@@ -259,21 +343,30 @@ fn gdrive_round_trips_300_mib_in_parts_through_token_refreshes_and_rate_limits()
 #[test]
 fn gdrive_refused_credentials_fail_clearly_without_a_snapshot() {
     let drive = DriveFake::start();
-    let setup = Setup::with_sink(
-        CHAIN,
-        &drive_sink(&drive.base_url(), "retries = 2"),
-    );
+    let setup = Setup::with_sink(CHAIN, &drive_sink(&drive.base_url(), "retries = 2"));
     write_data(&setup.data(), 1 << 20, 7);
-    for args in [&["validate", "--check-remote", "pipeline.toml"][..], &["run", "pipeline.toml"]] {
+    for args in [
+        &["validate", "--check-remote", "pipeline.toml"][..],
+        &["run", "pipeline.toml"],
+    ] {
         let output = command(&setup, args, "")
             .env("TEST_GDRIVE_REFRESH", "revoked-refresh-token")
             .output()
             .unwrap();
-        assert!(!output.status.success(), "{args:?} succeeded with a revoked token");
+        assert!(
+            !output.status.success(),
+            "{args:?} succeeded with a revoked token"
+        );
         let err = stderr(&output);
         assert!(err.contains("invalid_grant"), "{args:?}:\n{err}");
-        assert!(!err.contains("revoked-refresh-token"), "the token leaked:\n{err}");
-        assert!(!err.contains(DriveFake::CLIENT_SECRET), "the client secret leaked:\n{err}");
+        assert!(
+            !err.contains("revoked-refresh-token"),
+            "the token leaked:\n{err}"
+        );
+        assert!(
+            !err.contains(DriveFake::CLIENT_SECRET),
+            "the client secret leaked:\n{err}"
+        );
     }
     assert!(drive.files_in("/Backups/runner").is_empty());
 }
@@ -284,11 +377,31 @@ fn service_account_key(dir: &Path, email: &str) -> (std::path::PathBuf, Vec<u8>)
     let pem = dir.join("sa-key.pem");
     let public = dir.join("sa-public.der");
     let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).output().unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
     };
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", pem.to_str().unwrap()]);
-    openssl(&["rsa", "-in", pem.to_str().unwrap(), "-RSAPublicKey_out", "-outform", "DER", "-out", public.to_str().unwrap()]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        pem.to_str().unwrap(),
+        "-RSAPublicKey_out",
+        "-outform",
+        "DER",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
     let key_file = dir.join("service-account.json");
     let json = serde_json::json!({
         "type": "service_account",
@@ -314,10 +427,20 @@ fn gdrive_authenticates_as_a_service_account_with_a_signed_jwt() {
     write_data(&setup.data(), 6 << 20, 8);
 
     // Not trusted yet: Google's answer for a key it does not know, and nothing stored.
-    let output = command(&setup, &["run", "pipeline.toml"], "").output().unwrap();
+    let output = command(&setup, &["run", "pipeline.toml"], "")
+        .output()
+        .unwrap();
     assert!(!output.status.success());
-    assert!(stderr(&output).contains("invalid_grant"), "{}", stderr(&output));
-    assert!(!stderr(&output).contains("PRIVATE KEY"), "the key leaked:\n{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("invalid_grant"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains("PRIVATE KEY"),
+        "the key leaked:\n{}",
+        stderr(&output)
+    );
 
     drive.trust_service_account(email, public_key);
     run_ok(&setup, &["run", "pipeline.toml"]);

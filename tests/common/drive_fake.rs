@@ -15,10 +15,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use hyper::header::{AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, HeaderName, HeaderValue, RANGE};
 use hyper::{HeaderMap, Method, Response, StatusCode};
-use rand::{distr::Alphanumeric, Rng};
-use serde_json::{json, Map, Value};
+use rand::{Rng, distr::Alphanumeric};
+use serde_json::{Map, Value, json};
 
 pub const FOLDER_MIME: &str = "application/vnd.google-apps.folder";
 /// Drive's documented ceiling for `uploadType=media|multipart`; bigger files need resumable.
@@ -65,18 +65,28 @@ impl DriveFake {
     pub fn start() -> DriveFake {
         let state = Arc::new(Mutex::new(State::new()));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("drive fake: bind");
-        listener.set_nonblocking(true).expect("drive fake: nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("drive fake: nonblocking listener");
         let addr = listener.local_addr().expect("drive fake: local addr");
         let (shutdown, stop) = tokio::sync::oneshot::channel();
         let shared = state.clone();
         let thread = std::thread::Builder::new()
             .name("drive-fake".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                rt.expect("drive fake: runtime").block_on(accept_loop(listener, shared, stop));
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                rt.expect("drive fake: runtime")
+                    .block_on(accept_loop(listener, shared, stop));
             })
             .expect("drive fake: spawn thread");
-        DriveFake { state, addr, shutdown: Some(shutdown), thread: Some(thread) }
+        DriveFake {
+            state,
+            addr,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -89,7 +99,10 @@ impl DriveFake {
     /// Expires every token granted so far, as if their lifetime had passed.
     pub fn expire_all_tokens(&self) {
         let now = Instant::now();
-        self.lock().tokens.values_mut().for_each(|expiry| *expiry = now);
+        self.lock()
+            .tokens
+            .values_mut()
+            .for_each(|expiry| *expiry = now);
     }
     /// The next `n` API requests (not `/token`) get 403 `rateLimitExceeded`.
     pub fn rate_limit_next(&self, n: usize) {
@@ -101,7 +114,9 @@ impl DriveFake {
     /// Lets `email` obtain tokens with JWTs signed by the key whose public half is given
     /// (RSAPublicKey, PKCS#1 DER), as a Google service account does.
     pub fn trust_service_account(&self, email: &str, public_key_der: Vec<u8>) {
-        self.lock().service_accounts.insert(email.to_string(), public_key_der);
+        self.lock()
+            .service_accounts
+            .insert(email.to_string(), public_key_der);
     }
     pub fn stats(&self) -> Stats {
         self.lock().stats.clone()
@@ -114,7 +129,9 @@ impl DriveFake {
     /// sorted; folders show as `"name/"` with size 0. Unknown folder: empty.
     pub fn files_in(&self, folder_path: &str) -> Vec<(String, u64)> {
         let st = self.lock();
-        let Some(dir) = st.resolve_path(folder_path, true) else { return Vec::new() };
+        let Some(dir) = st.resolve_path(folder_path, true) else {
+            return Vec::new();
+        };
         let mut out: Vec<(String, u64)> = st
             .children(&dir)
             .map(|f| match f.is_folder() {
@@ -128,12 +145,15 @@ impl DriveFake {
     /// Content of the newest untrashed file at `path` (names from My Drive).
     pub fn file_bytes(&self, path: &str) -> Option<Vec<u8>> {
         let st = self.lock();
-        st.resolve_path(path, false).map(|id| st.files[&id].data.to_vec())
+        st.resolve_path(path, false)
+            .map(|id| st.files[&id].data.to_vec())
     }
     pub fn stop(self) {}
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -230,7 +250,10 @@ impl State {
 
     /// Wall-clock RFC 3339 time, strictly increasing so "newest first" orders are deterministic.
     fn now(&mut self) -> String {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
         self.last_ms = wall.max(self.last_ms + 1);
         rfc3339(self.last_ms)
     }
@@ -240,7 +263,9 @@ impl State {
     }
 
     fn lookup(&self, id: &str) -> Result<&Entry, Resp> {
-        self.files.get(self.resolve_id(id)).ok_or_else(|| not_found(id))
+        self.files
+            .get(self.resolve_id(id))
+            .ok_or_else(|| not_found(id))
     }
 
     /// `id` itself, then its parent, grandparent… up to the root.
@@ -257,7 +282,9 @@ impl State {
     }
 
     fn children<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
-        self.files.values().filter(move |f| f.parents.iter().any(|p| p == dir) && !self.is_trashed(&f.id))
+        self.files
+            .values()
+            .filter(move |f| f.parents.iter().any(|p| p == dir) && !self.is_trashed(&f.id))
     }
 
     /// Walks names from the root, taking the newest of same-named entries as clients do.
@@ -266,7 +293,9 @@ impl State {
         let mut cur = self.root_id.clone();
         for (i, name) in names.iter().enumerate() {
             let folder = want_folder || i + 1 < names.len();
-            let hits = self.children(&cur).filter(|f| f.name == *name && f.is_folder() == folder);
+            let hits = self
+                .children(&cur)
+                .filter(|f| f.name == *name && f.is_folder() == folder);
             cur = hits.max_by(|a, b| a.modified.cmp(&b.modified))?.id.clone();
         }
         Some(cur)
@@ -292,14 +321,26 @@ impl State {
     /// A file has at most one parent (Drive since 2020), an existing folder, and no cycles.
     fn check_parents(&self, parents: &[String], moving: Option<&str>) -> Result<(), Resp> {
         if parents.len() > 1 {
-            return Err(fail(403, "cannotAddParent", "Increasing the number of parents is not allowed."));
+            return Err(fail(
+                403,
+                "cannotAddParent",
+                "Increasing the number of parents is not allowed.",
+            ));
         }
         for p in parents {
             if !self.files.get(p).ok_or_else(|| not_found(p))?.is_folder() {
-                return Err(fail(400, "badRequest", "The specified parent is not a folder."));
+                return Err(fail(
+                    400,
+                    "badRequest",
+                    "The specified parent is not a folder.",
+                ));
             }
             if moving.is_some_and(|m| self.is_under(p, m)) {
-                return Err(fail(400, "badRequest", "The new parent would create a cycle."));
+                return Err(fail(
+                    400,
+                    "badRequest",
+                    "The new parent would create a cycle.",
+                ));
             }
         }
         Ok(())
@@ -323,7 +364,10 @@ impl Req {
     }
 }
 
-async fn serve(state: Arc<Mutex<State>>, req: hyper::Request<hyper::body::Incoming>) -> Result<Resp, hyper::Error> {
+async fn serve(
+    state: Arc<Mutex<State>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<Resp, hyper::Error> {
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("").as_bytes();
     let req = Req {
@@ -333,7 +377,9 @@ async fn serve(state: Arc<Mutex<State>>, req: hyper::Request<hyper::body::Incomi
         headers: parts.headers,
         body: body.collect().await?.to_bytes(),
     };
-    let mut st = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut st = state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     Ok(route(&mut st, &req).unwrap_or_else(|error| error))
 }
 
@@ -369,15 +415,22 @@ fn route(st: &mut State, r: &Req) -> Result<Resp, Resp> {
 
 /// OAuth 2.0 refresh-token grant; parameters may come in the query or a form (or JSON) body.
 fn token(st: &mut State, r: &Req) -> Resp {
-    let oauth_error = |code, error: &str, desc: &str| respond(code, json!({"error": error, "error_description": desc}));
+    let oauth_error = |code, error: &str, desc: &str| {
+        respond(code, json!({"error": error, "error_description": desc}))
+    };
     if r.method != Method::POST {
         return oauth_error(405, "invalid_request", "Only POST is supported.");
     }
     let mut p = r.query.clone();
-    if r.header(CONTENT_TYPE).is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
+    if r.header(CONTENT_TYPE)
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"))
+    {
         p.extend(url::form_urlencoded::parse(&r.body).into_owned());
     } else if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(&r.body) {
-        p.extend(o.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))));
+        p.extend(
+            o.into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))),
+        );
     }
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or("");
     match get("grant_type") {
@@ -388,8 +441,20 @@ fn token(st: &mut State, r: &Req) -> Resp {
             }
             return grant(st);
         }
-        "" => return oauth_error(400, "invalid_request", "Missing required parameter: grant_type"),
-        other => return oauth_error(400, "unsupported_grant_type", &format!("Invalid grant_type: {other}")),
+        "" => {
+            return oauth_error(
+                400,
+                "invalid_request",
+                "Missing required parameter: grant_type",
+            );
+        }
+        other => {
+            return oauth_error(
+                400,
+                "unsupported_grant_type",
+                &format!("Invalid grant_type: {other}"),
+            );
+        }
     }
     if get("client_id") != DriveFake::CLIENT_ID {
         return oauth_error(401, "invalid_client", "The OAuth client was not found.");
@@ -412,7 +477,11 @@ fn check_assertion(st: &State, jwt: &str) -> Result<(), &'static str> {
     let [header, claims, signature] = parts.as_slice() else {
         return Err("Invalid JWT: Token must be a short-lived token and in a reasonable timeframe");
     };
-    let decode = |part: &str| b64.decode(part).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let decode = |part: &str| {
+        b64.decode(part)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    };
     let (Some(header), Some(claims)) = (decode(header), decode(claims)) else {
         return Err("Invalid JWT: malformed");
     };
@@ -424,14 +493,28 @@ fn check_assertion(st: &State, jwt: &str) -> Result<(), &'static str> {
         return Err("Invalid grant: account not found");
     };
     let signed = &jwt[..jwt.rfind('.').unwrap_or(0)];
-    let signature = b64.decode(signature).map_err(|_| "Invalid JWT Signature.")?;
-    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public_key)
-        .verify(signed.as_bytes(), &signature)
+    let signature = b64
+        .decode(signature)
         .map_err(|_| "Invalid JWT Signature.")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key,
+    )
+    .verify(signed.as_bytes(), &signature)
+    .map_err(|_| "Invalid JWT Signature.")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let exp = claims["exp"].as_u64().unwrap_or(0);
-    if exp <= now || exp > now + 3600 + 300 || !claims["aud"].as_str().is_some_and(|a| a.ends_with("/token")) {
-        return Err("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.");
+    if exp <= now
+        || exp > now + 3600 + 300
+        || !claims["aud"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("/token"))
+    {
+        return Err(
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+        );
     }
     if claims["scope"].as_str().is_none_or(str::is_empty) {
         return Err("Invalid JWT: no scope");
@@ -442,23 +525,44 @@ fn check_assertion(st: &State, jwt: &str) -> Result<(), &'static str> {
 /// A new access token for the configured lifetime.
 fn grant(st: &mut State) -> Resp {
     let access = format!("ya29.{}", random_chars(40));
-    st.tokens.insert(access.clone(), Instant::now() + Duration::from_secs(st.token_lifetime));
+    st.tokens.insert(
+        access.clone(),
+        Instant::now() + Duration::from_secs(st.token_lifetime),
+    );
     st.stats.token_grants += 1;
     let scope = "https://www.googleapis.com/auth/drive";
     let lifetime = st.token_lifetime;
-    respond(200, json!({"access_token": access, "expires_in": lifetime, "scope": scope, "token_type": "Bearer"}))
+    respond(
+        200,
+        json!({"access_token": access, "expires_in": lifetime, "scope": scope, "token_type": "Bearer"}),
+    )
 }
 
 fn authorize(st: &mut State, r: &Req) -> Result<(), Resp> {
-    let bearer = r.header(AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let bearer = r
+        .header(AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
     let Some(token) = bearer.or(r.param("access_token")) else {
-        return Err(api_error(401, "global", "required", "Login Required.", Some(("header", "Authorization"))));
+        return Err(api_error(
+            401,
+            "global",
+            "required",
+            "Login Required.",
+            Some(("header", "Authorization")),
+        ));
     };
     match st.tokens.get(token) {
         Some(expiry) if *expiry > Instant::now() => Ok(()),
         known => {
             st.stats.rejected_expired += known.is_some() as u64;
-            Err(api_error(401, "global", "authError", "Invalid Credentials", Some(("header", "Authorization"))))
+            Err(api_error(
+                401,
+                "global",
+                "authError",
+                "Invalid Credentials",
+                Some(("header", "Authorization")),
+            ))
         }
     }
 }
@@ -466,9 +570,16 @@ fn authorize(st: &mut State, r: &Req) -> Result<(), Resp> {
 fn list(st: &mut State, r: &Req) -> Result<Resp, Resp> {
     let page_size = match r.param("pageSize") {
         None => 100,
-        Some(s) => s.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
-            invalid_param("pageSize", &format!("Invalid value '{s}'. Values must be within the range: [1, 1000]"))
-        })?,
+        Some(s) => s
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                invalid_param(
+                    "pageSize",
+                    &format!("Invalid value '{s}'. Values must be within the range: [1, 1000]"),
+                )
+            })?,
     };
     let q = match r.param("q").map(str::trim).filter(|q| !q.is_empty()) {
         Some(text) => Some(parse_query(text).ok_or_else(|| invalid_param("q", "Invalid Value"))?),
@@ -489,21 +600,41 @@ fn list(st: &mut State, r: &Req) -> Result<Resp, Resp> {
             .ok_or_else(|| invalid_param("pageToken", "Invalid Value"))?,
     };
     let end = (offset + page_size).min(hits.len());
-    let files: Vec<Value> = hits[offset.min(end)..end].iter().map(|f| st.file_json(&f.id)).collect();
+    let files: Vec<Value> = hits[offset.min(end)..end]
+        .iter()
+        .map(|f| st.file_json(&f.id))
+        .collect();
     let mut body = json!({"kind": "drive#fileList", "incompleteSearch": false, "files": files});
     if end < hits.len() {
         body["nextPageToken"] = json!(format!("{fingerprint}.{end}"));
     }
-    masked(body, r.param("fields"), "kind,incompleteSearch,nextPageToken,files(kind,id,name,mimeType)")
+    masked(
+        body,
+        r.param("fields"),
+        "kind,incompleteSearch,nextPageToken,files(kind,id,name,mimeType)",
+    )
 }
 
 fn sort_entries(hits: &mut [&Entry], order_by: &str) -> Result<(), Resp> {
     let mut keys = Vec::new();
     for item in order_by.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (key, dir) = item.split_once(' ').map_or((item, ""), |(k, d)| (k, d.trim()));
-        let known = ["createdTime", "folder", "modifiedTime", "name", "name_natural", "quotaBytesUsed", "recency"];
+        let (key, dir) = item
+            .split_once(' ')
+            .map_or((item, ""), |(k, d)| (k, d.trim()));
+        let known = [
+            "createdTime",
+            "folder",
+            "modifiedTime",
+            "name",
+            "name_natural",
+            "quotaBytesUsed",
+            "recency",
+        ];
         if !known.contains(&key) || !["", "asc", "desc"].contains(&dir) {
-            return Err(invalid_param("orderBy", &format!("Invalid sorting key: {item}")));
+            return Err(invalid_param(
+                "orderBy",
+                &format!("Invalid sorting key: {item}"),
+            ));
         }
         keys.push((key, dir == "desc"));
     }
@@ -514,11 +645,18 @@ fn sort_entries(hits: &mut [&Entry], order_by: &str) -> Result<(), Resp> {
                 "modifiedTime" | "recency" => a.modified.cmp(&b.modified),
                 "folder" => b.is_folder().cmp(&a.is_folder()),
                 "quotaBytesUsed" => a.data.len().cmp(&b.data.len()),
-                _ => a.name.to_lowercase().cmp(&b.name.to_lowercase()).then(a.name.cmp(&b.name)),
+                _ => a
+                    .name
+                    .to_lowercase()
+                    .cmp(&b.name.to_lowercase())
+                    .then(a.name.cmp(&b.name)),
             };
             if desc { ord.reverse() } else { ord }
         };
-        keys.iter().map(by_key).find(|o| o.is_ne()).unwrap_or_else(|| a.id.cmp(&b.id))
+        keys.iter()
+            .map(by_key)
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| a.id.cmp(&b.id))
     });
     Ok(())
 }
@@ -530,11 +668,14 @@ fn get(st: &mut State, r: &Req, id: &str) -> Result<Resp, Resp> {
         return masked(st.file_json(&f.id), r.param("fields"), DEFAULT_FILE_FIELDS);
     }
     if f.mime.starts_with("application/vnd.google-apps.") {
-        let msg = "Only files with binary content can be downloaded. Use Export with Docs Editors files.";
+        let msg =
+            "Only files with binary content can be downloaded. Use Export with Docs Editors files.";
         return Err(fail(403, "fileNotDownloadable", msg));
     }
     let len = f.data.len() as u64;
-    let ok = Response::builder().header(CONTENT_TYPE, &f.mime).header("accept-ranges", "bytes");
+    let ok = Response::builder()
+        .header(CONTENT_TYPE, &f.mime)
+        .header("accept-ranges", "bytes");
     let resp = match r.header(RANGE).and_then(|h| parse_range(h, len)) {
         None => ok.status(200).body(Full::new(f.data.clone())),
         Some(Some((a, b))) => ok
@@ -542,8 +683,15 @@ fn get(st: &mut State, r: &Req, id: &str) -> Result<Resp, Resp> {
             .header(CONTENT_RANGE, format!("bytes {a}-{b}/{len}"))
             .body(Full::new(f.data.slice(a as usize..=b as usize))),
         Some(None) => {
-            let mut e = fail(416, "requestedRangeNotSatisfiable", "Request range not satisfiable");
-            e.headers_mut().insert(CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).unwrap());
+            let mut e = fail(
+                416,
+                "requestedRangeNotSatisfiable",
+                "Request range not satisfiable",
+            );
+            e.headers_mut().insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).unwrap(),
+            );
             return Err(e);
         }
     };
@@ -553,14 +701,21 @@ fn get(st: &mut State, r: &Req, id: &str) -> Result<Resp, Resp> {
 /// `Range: bytes=a-b | a- | -n`. None: absent or unparsable, so the whole file is served (RFC
 /// 9110 allows it); Some(None): unsatisfiable, which includes any range of an empty file.
 fn parse_range(header: &str, len: u64) -> Option<Option<(u64, u64)>> {
-    let spec = header.trim().strip_prefix("bytes=").filter(|s| !s.contains(','))?;
+    let spec = header
+        .trim()
+        .strip_prefix("bytes=")
+        .filter(|s| !s.contains(','))?;
     let (a, b) = spec.split_once('-').map(|(a, b)| (a.trim(), b.trim()))?;
     if a.is_empty() {
         let n: u64 = b.parse().ok()?;
         return Some((n > 0 && len > 0).then(|| (len.saturating_sub(n), len - 1)));
     }
     let start: u64 = a.parse().ok()?;
-    let end: u64 = if b.is_empty() { u64::MAX } else { b.parse().ok().filter(|&e| e >= start)? };
+    let end: u64 = if b.is_empty() {
+        u64::MAX
+    } else {
+        b.parse().ok().filter(|&e| e >= start)?
+    };
     Some((start < len).then(|| (start, end.min(len - 1))))
 }
 
@@ -570,10 +725,18 @@ fn create(st: &mut State, r: &Req) -> Result<Resp, Resp> {
     masked(st.file_json(&id), r.param("fields"), DEFAULT_FILE_FIELDS)
 }
 
-fn insert_new(st: &mut State, meta: &Value, data: Bytes, media_mime: Option<String>) -> Result<String, Resp> {
+fn insert_new(
+    st: &mut State,
+    meta: &Value,
+    data: Bytes,
+    media_mime: Option<String>,
+) -> Result<String, Resp> {
     let parents = match meta.get("parents") {
         None | Some(Value::Null) => vec![st.root_id.clone()],
-        Some(v) => string_list(v, "parents")?.iter().map(|p| st.resolve_id(p).to_string()).collect(),
+        Some(v) => string_list(v, "parents")?
+            .iter()
+            .map(|p| st.resolve_id(p).to_string())
+            .collect(),
     };
     st.check_parents(&parents, None)?;
     let modified = meta.get("modifiedTime").map(parse_time).transpose()?;
@@ -582,13 +745,18 @@ fn insert_new(st: &mut State, meta: &Value, data: Bytes, media_mime: Option<Stri
     let entry = Entry {
         id: format!("1{}", random_chars(32)),
         name: text("name").unwrap_or_else(|| "Untitled".into()),
-        mime: text("mimeType").or(media_mime).unwrap_or_else(|| "application/octet-stream".into()),
+        mime: text("mimeType")
+            .or(media_mime)
+            .unwrap_or_else(|| "application/octet-stream".into()),
         parents,
         md5: md5_hex(&data),
         data,
         created: now.clone(),
         modified: modified.unwrap_or(now),
-        trashed: meta.get("trashed").and_then(Value::as_bool).unwrap_or(false),
+        trashed: meta
+            .get("trashed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     };
     let id = entry.id.clone();
     st.files.insert(id.clone(), entry);
@@ -603,25 +771,51 @@ fn update(st: &mut State, r: &Req, id: &str) -> Result<Resp, Resp> {
 
 /// Applies an update; parents change only through the addParents/removeParents parameters.
 /// Everything is checked before anything changes, so a rejected update leaves no trace.
-fn modify(st: &mut State, r: &Req, id: &str, meta: &Value, content: Option<Media>) -> Result<String, Resp> {
+fn modify(
+    st: &mut State,
+    r: &Req,
+    id: &str,
+    meta: &Value,
+    content: Option<Media>,
+) -> Result<String, Resp> {
     let f = st.lookup(id)?;
     if meta.get("parents").is_some() {
         let msg = "The parents field is not directly writable in update requests. \
                    Use the addParents and removeParents parameters instead.";
         return Err(fail(403, "fieldNotWritable", msg));
     }
-    if ["id", "size", "md5Checksum", "createdTime"].iter().any(|k| meta.get(k).is_some()) {
-        return Err(fail(403, "fieldNotWritable", "The resource body includes fields which are not directly writable."));
+    if ["id", "size", "md5Checksum", "createdTime"]
+        .iter()
+        .any(|k| meta.get(k).is_some())
+    {
+        return Err(fail(
+            403,
+            "fieldNotWritable",
+            "The resource body includes fields which are not directly writable.",
+        ));
     }
     let ids = |k: &str| -> Vec<String> {
-        let list = r.param(k).unwrap_or("").split(',').filter(|s| !s.is_empty());
+        let list = r
+            .param(k)
+            .unwrap_or("")
+            .split(',')
+            .filter(|s| !s.is_empty());
         list.map(|s| st.resolve_id(s).to_string()).collect()
     };
     let (add, remove) = (ids("addParents"), ids("removeParents"));
-    if add.iter().any(|p| f.parents.contains(p) && !remove.contains(p)) {
+    if add
+        .iter()
+        .any(|p| f.parents.contains(p) && !remove.contains(p))
+    {
         return Err(fail(400, "badRequest", "The file already has this parent."));
     }
-    let parents: Vec<String> = f.parents.iter().filter(|p| !remove.contains(p)).chain(&add).cloned().collect();
+    let parents: Vec<String> = f
+        .parents
+        .iter()
+        .filter(|p| !remove.contains(p))
+        .chain(&add)
+        .cloned()
+        .collect();
     if !add.is_empty() {
         st.check_parents(&parents, Some(&f.id))?;
     }
@@ -629,7 +823,8 @@ fn modify(st: &mut State, r: &Req, id: &str, meta: &Value, content: Option<Media
         return Err(fail(400, "badRequest", "A folder cannot have content."));
     }
     let modified = meta.get("modifiedTime").map(parse_time).transpose()?;
-    let touched = content.is_some() || meta.get("name").is_some() || !add.is_empty() || !remove.is_empty();
+    let touched =
+        content.is_some() || meta.get("name").is_some() || !add.is_empty() || !remove.is_empty();
     let id = f.id.clone();
     let now = st.now();
     let f = st.files.get_mut(&id).expect("looked up above");
@@ -663,21 +858,40 @@ fn delete(st: &mut State, id: &str) -> Result<Resp, Resp> {
         let msg = "The user does not have sufficient permissions for this file.";
         return Err(fail(403, "insufficientFilePermissions", msg));
     }
-    let doomed: Vec<String> = st.files.keys().filter(|k| st.is_under(k, &id)).cloned().collect();
+    let doomed: Vec<String> = st
+        .files
+        .keys()
+        .filter(|k| st.is_under(k, &id))
+        .cloned()
+        .collect();
     doomed.iter().for_each(|k| drop(st.files.remove(k)));
-    Ok(Response::builder().status(204).body(Full::new(Bytes::new())).expect("valid 204"))
+    Ok(Response::builder()
+        .status(204)
+        .body(Full::new(Bytes::new()))
+        .expect("valid 204"))
 }
 
 /// files.copy: "Copy of <name>" beside the source unless the body says otherwise.
 fn copy(st: &mut State, r: &Req, id: &str) -> Result<Resp, Resp> {
     let src = st.lookup(id)?;
     if src.is_folder() {
-        return Err(fail(403, "cannotCopyFile", "This file cannot be copied by the user."));
+        return Err(fail(
+            403,
+            "cannotCopyFile",
+            "This file cannot be copied by the user.",
+        ));
     }
     let mut meta = json_body(&r.body)?;
     let name = format!("Copy of {}", src.name);
-    for (k, v) in [("name", json!(name)), ("mimeType", json!(src.mime)), ("parents", json!(src.parents))] {
-        meta.as_object_mut().expect("json_body gives objects").entry(k).or_insert(v);
+    for (k, v) in [
+        ("name", json!(name)),
+        ("mimeType", json!(src.mime)),
+        ("parents", json!(src.parents)),
+    ] {
+        meta.as_object_mut()
+            .expect("json_body gives objects")
+            .entry(k)
+            .or_insert(v);
     }
     let data = src.data.clone();
     let id = insert_new(st, &meta, data, None)?;
@@ -691,13 +905,20 @@ fn upload(st: &mut State, r: &Req, target: Option<&str>) -> Result<Resp, Resp> {
         Some("media") => (json!({}), r.body.clone(), ctype),
         Some("multipart") => parse_multipart(ctype.as_deref().unwrap_or(""), &r.body)
             .ok_or_else(|| fail(400, "badContent", "Malformed multipart body."))?,
-        Some("resumable") => return Err(invalid_param("uploadType", "This fake does not do resumable uploads.")),
+        Some("resumable") => {
+            return Err(invalid_param(
+                "uploadType",
+                "This fake does not do resumable uploads.",
+            ));
+        }
         _ => return Err(invalid_param("uploadType", "Invalid Value")),
     };
     st.stats.largest_upload = st.stats.largest_upload.max(data.len() as u64);
     if data.len() > MAX_SIMPLE_UPLOAD {
         let size = data.len();
-        let msg = format!("Media of {size} bytes is over the 5 MB limit of simple uploads; use a resumable upload.");
+        let msg = format!(
+            "Media of {size} bytes is over the 5 MB limit of simple uploads; use a resumable upload."
+        );
         return Err(fail(413, "uploadTooLarge", &msg));
     }
     let id = match target {
@@ -715,7 +936,10 @@ fn parse_multipart(ctype: &str, body: &[u8]) -> Option<(Value, Bytes, Option<Str
     if kind != "multipart/related" && kind != "multipart/form-data" {
         return None;
     }
-    let boundary = ctype.split(';').find_map(|p| p.trim().strip_prefix("boundary="))?.trim_matches('"');
+    let boundary = ctype
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))?
+        .trim_matches('"');
     let delim = format!("\r\n--{boundary}");
     // A leading CRLF lets the first delimiter match like the others.
     let body = [b"\r\n".as_slice(), body].concat();
@@ -725,16 +949,29 @@ fn parse_multipart(ctype: &str, body: &[u8]) -> Option<(Value, Bytes, Option<Str
         let start = find(&body, b"\r\n", pos)? + 2;
         let end = find(&body, delim.as_bytes(), start)?;
         let part = &body[start..end];
-        let split = if part.starts_with(b"\r\n") { 0 } else { find(part, b"\r\n\r\n", 0)? + 2 };
-        let mime = std::str::from_utf8(&part[..split]).ok()?.lines().find_map(|line| {
-            let (k, v) = line.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("content-type").then(|| v.trim().to_string())
-        });
+        let split = if part.starts_with(b"\r\n") {
+            0
+        } else {
+            find(part, b"\r\n\r\n", 0)? + 2
+        };
+        let mime = std::str::from_utf8(&part[..split])
+            .ok()?
+            .lines()
+            .find_map(|line| {
+                let (k, v) = line.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-type")
+                    .then(|| v.trim().to_string())
+            });
         parts.push((mime, Bytes::copy_from_slice(&part[split + 2..])));
         pos = end + delim.len();
     }
     let [(_, meta), (mime, media)] = <[_; 2]>::try_from(parts).ok()?;
-    let meta = if meta.is_empty() { json!({}) } else { serde_json::from_slice(&meta).ok()? };
+    let meta = if meta.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&meta).ok()?
+    };
     Some((meta, media, mime))
 }
 
@@ -752,7 +989,11 @@ fn parse_mask(s: &str) -> Option<Mask> {
     }
     let (mut items, mut depth, mut start) = (Vec::new(), 0i32, 0);
     for (i, c) in s.char_indices() {
-        depth += match c { '(' => 1, ')' => -1, _ => 0 };
+        depth += match c {
+            '(' => 1,
+            ')' => -1,
+            _ => 0,
+        };
         if depth < 0 {
             return None;
         }
@@ -780,11 +1021,16 @@ fn parse_mask(s: &str) -> Option<Mask> {
 impl Mask {
     fn apply(&self, v: &Value) -> Value {
         match (self, v) {
-            (Mask::Fields(_), Value::Array(items)) => Value::Array(items.iter().map(|x| self.apply(x)).collect()),
+            (Mask::Fields(_), Value::Array(items)) => {
+                Value::Array(items.iter().map(|x| self.apply(x)).collect())
+            }
             (Mask::Fields(fields), Value::Object(obj)) => {
                 let mut out = Value::Object(Map::new());
                 for (k, sub) in fields.iter().filter(|(k, _)| obj.contains_key(k)) {
-                    merge(&mut out, Value::Object(Map::from_iter([(k.clone(), sub.apply(&obj[k]))])));
+                    merge(
+                        &mut out,
+                        Value::Object(Map::from_iter([(k.clone(), sub.apply(&obj[k]))])),
+                    );
                 }
                 out
             }
@@ -796,18 +1042,23 @@ impl Mask {
 /// Joins selections of one field made twice, e.g. `files/id,files/name`.
 fn merge(into: &mut Value, from: Value) {
     match (into, from) {
-        (Value::Object(a), Value::Object(b)) => b.into_iter().for_each(|(k, v)| match a.get_mut(&k) {
-            Some(existing) => merge(existing, v),
-            None => drop(a.insert(k, v)),
-        }),
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a.iter_mut().zip(b).for_each(|(x, y)| merge(x, y)),
+        (Value::Object(a), Value::Object(b)) => {
+            b.into_iter().for_each(|(k, v)| match a.get_mut(&k) {
+                Some(existing) => merge(existing, v),
+                None => drop(a.insert(k, v)),
+            })
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            a.iter_mut().zip(b).for_each(|(x, y)| merge(x, y))
+        }
         (slot, v) => *slot = v,
     }
 }
 
 fn masked(v: Value, fields: Option<&str>, default: &str) -> Result<Resp, Resp> {
     let spec = fields.unwrap_or(default);
-    let mask = parse_mask(spec).ok_or_else(|| invalid_param("fields", &format!("Invalid field selection {spec}")))?;
+    let mask = parse_mask(spec)
+        .ok_or_else(|| invalid_param("fields", &format!("Invalid field selection {spec}")))?;
     Ok(respond(200, mask.apply(&v)))
 }
 
@@ -818,7 +1069,11 @@ enum Query {
     Or(Box<Query>, Box<Query>),
     Not(Box<Query>),
     InParents(String),
-    Field { field: String, op: String, value: Value },
+    Field {
+        field: String,
+        op: String,
+        value: Value,
+    },
 }
 
 /// Tokens are words, operators and parentheses; string literals keep their opening quote.
@@ -892,7 +1147,9 @@ fn parse_term(toks: &[String], pos: &mut usize) -> Option<Query> {
         let q = parse_or(toks, pos)?;
         return eat(toks, pos, ")").then_some(q);
     }
-    let [first, op, value] = toks.get(*pos..*pos + 3)? else { return None };
+    let [first, op, value] = toks.get(*pos..*pos + 3)? else {
+        return None;
+    };
     *pos += 3;
     if let Some(id) = first.strip_prefix('\'') {
         return (op == "in" && value == "parents").then(|| Query::InParents(id.to_string()));
@@ -907,7 +1164,11 @@ fn parse_term(toks: &[String], pos: &mut usize) -> Option<Query> {
         "trashed" => ["=", "!="].contains(&op.as_str()) && value.is_boolean(),
         _ => false,
     };
-    ok.then(|| Query::Field { field: first.clone(), op: op.clone(), value })
+    ok.then(|| Query::Field {
+        field: first.clone(),
+        op: op.clone(),
+        value,
+    })
 }
 
 impl Query {
@@ -931,7 +1192,9 @@ impl Query {
                         let hay = actual.as_str().unwrap_or("").to_lowercase();
                         let needle = value.as_str().unwrap_or("").to_lowercase();
                         match field.as_str() {
-                            "name" => hay.split(|c: char| !c.is_alphanumeric()).any(|w| w.starts_with(&needle)),
+                            "name" => hay
+                                .split(|c: char| !c.is_alphanumeric())
+                                .any(|w| w.starts_with(&needle)),
                             _ => hay.contains(&needle),
                         }
                     }
@@ -950,12 +1213,21 @@ fn respond(code: u16, body: Value) -> Resp {
 }
 
 /// Drive's error envelope: `{"error": {"code", "message", "errors": [{domain, reason, message}]}}`.
-fn api_error(code: u16, domain: &str, reason: &str, message: &str, location: Option<(&str, &str)>) -> Resp {
+fn api_error(
+    code: u16,
+    domain: &str,
+    reason: &str,
+    message: &str,
+    location: Option<(&str, &str)>,
+) -> Resp {
     let mut item = json!({"domain": domain, "reason": reason, "message": message});
     if let Some((kind, at)) = location {
         (item["locationType"], item["location"]) = (json!(kind), json!(at));
     }
-    let mut resp = respond(code, json!({"error": {"code": code, "message": message, "errors": [item]}}));
+    let mut resp = respond(
+        code,
+        json!({"error": {"code": code, "message": message, "errors": [item]}}),
+    );
     if code == 401 {
         let challenge = HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\"");
         resp.headers_mut().insert("www-authenticate", challenge);
@@ -969,7 +1241,13 @@ fn fail(code: u16, reason: &str, message: &str) -> Resp {
 }
 
 fn not_found(id: &str) -> Resp {
-    api_error(404, "global", "notFound", &format!("File not found: {id}."), Some(("parameter", "fileId")))
+    api_error(
+        404,
+        "global",
+        "notFound",
+        &format!("File not found: {id}."),
+        Some(("parameter", "fileId")),
+    )
 }
 
 fn invalid_param(name: &str, message: &str) -> Resp {
@@ -980,12 +1258,16 @@ fn json_body(body: &[u8]) -> Result<Value, Resp> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    let object = serde_json::from_slice::<Value>(body).ok().filter(Value::is_object);
+    let object = serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(Value::is_object);
     object.ok_or_else(|| fail(400, "parseError", "Parse Error"))
 }
 
 fn string_list(v: &Value, field: &str) -> Result<Vec<String>, Resp> {
-    let items = v.as_array().and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect());
+    let items = v
+        .as_array()
+        .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect());
     items.ok_or_else(|| fail(400, "invalid", &format!("Invalid value for: {field}")))
 }
 
@@ -993,7 +1275,10 @@ fn string_list(v: &Value, field: &str) -> Result<Vec<String>, Resp> {
 fn parse_time(v: &Value) -> Result<String, Resp> {
     let text = v.as_str().and_then(|s| s.strip_suffix('Z')).unwrap_or("");
     let (base, frac) = text.split_once('.').unwrap_or((text, ""));
-    let shape = base.bytes().map(|c| if c.is_ascii_digit() { b'0' } else { c }).collect::<Vec<u8>>();
+    let shape = base
+        .bytes()
+        .map(|c| if c.is_ascii_digit() { b'0' } else { c })
+        .collect::<Vec<u8>>();
     if shape != b"0000-00-00T00:00:00" || !frac.bytes().all(|c| c.is_ascii_digit()) {
         return Err(fail(400, "invalid", "Invalid value for: modifiedTime"));
     }
@@ -1013,21 +1298,35 @@ fn rfc3339(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + (month <= 2) as i64;
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 fn random_chars(n: usize) -> String {
-    rand::rng().sample_iter(&Alphanumeric).take(n).map(char::from).collect()
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|i| i + from)
+    hay.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
 }
 
 /// MD5 (RFC 1321) for `md5Checksum`; the constants come from sin() as the RFC defines them.
 fn md5_hex(data: &[u8]) -> String {
     const SHIFTS: [u32; 16] = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
-    let k: Vec<u32> = (0..64).map(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32).collect();
+    let k: Vec<u32> = (0..64)
+        .map(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32)
+        .collect();
     let mut h: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
     let mut msg = data.to_vec();
     msg.push(0x80);
@@ -1036,7 +1335,10 @@ fn md5_hex(data: &[u8]) -> String {
     }
     msg.extend_from_slice(&(data.len() as u64).wrapping_mul(8).to_le_bytes());
     for block in msg.chunks(64) {
-        let m: Vec<u32> = block.chunks(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+        let m: Vec<u32> = block
+            .chunks(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
         let [mut a, mut b, mut c, mut d] = h;
         for i in 0..64 {
             let (f, g) = match i / 16 {
@@ -1053,5 +1355,8 @@ fn md5_hex(data: &[u8]) -> String {
             *slot = slot.wrapping_add(v);
         }
     }
-    h.iter().flat_map(|x| x.to_le_bytes()).map(|b| format!("{b:02x}")).collect()
+    h.iter()
+        .flat_map(|x| x.to_le_bytes())
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -30,7 +30,11 @@ pub struct EmulatorOptions {
 
 impl Default for EmulatorOptions {
     fn default() -> Self {
-        EmulatorOptions { version: "8.15.0".into(), authorization: None, opensearch: false }
+        EmulatorOptions {
+            version: "8.15.0".into(),
+            authorization: None,
+            opensearch: false,
+        }
     }
 }
 
@@ -85,7 +89,12 @@ impl Emulator {
             });
         });
         let addr = addr_rx.recv().expect("emulator started");
-        Emulator { addr, state, shutdown: Some(shutdown), thread: Some(thread) }
+        Emulator {
+            addr,
+            state,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -96,21 +105,38 @@ impl Emulator {
     /// One request handled exactly as over HTTP (authorization aside), without the network.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let (status, bytes, _) = self.state.lock().unwrap().handle(method, path, "application/json", &body);
-        Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) }
+        let (status, bytes, _) =
+            self.state
+                .lock()
+                .unwrap()
+                .handle(method, path, "application/json", &body);
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())),
+        }
     }
 
     /// Like [`call`](Self::call), but a non-2xx answer fails the test.
     pub fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let answer = self.call(method, path, body);
-        assert!((200..300).contains(&answer.status), "{method} {path}: {} {}", answer.status, answer.body);
+        assert!(
+            (200..300).contains(&answer.status),
+            "{method} {path}: {} {}",
+            answer.status,
+            answer.body
+        );
         answer.body
     }
 
     /// `POST /_bulk?refresh=true` with NDJSON; a whole-request failure fails the test.
     pub fn bulk(&self, ndjson: &str) -> Value {
-        let (status, bytes, _) =
-            self.state.lock().unwrap().handle("POST", "/_bulk?refresh=true", "application/x-ndjson", ndjson.as_bytes());
+        let (status, bytes, _) = self.state.lock().unwrap().handle(
+            "POST",
+            "/_bulk?refresh=true",
+            "application/x-ndjson",
+            ndjson.as_bytes(),
+        );
         let body: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(status, 200, "bulk: {body}");
         body
@@ -167,7 +193,13 @@ impl Emulator {
             let idx = state.indices.get_mut(&name).unwrap();
             idx.refresh();
             for doc in idx.visible.iter() {
-                out.insert(doc.id.clone(), (serde_json::from_str(&doc.source).unwrap(), doc.routing.clone()));
+                out.insert(
+                    doc.id.clone(),
+                    (
+                        serde_json::from_str(&doc.source).unwrap(),
+                        doc.routing.clone(),
+                    ),
+                );
             }
         }
         out
@@ -196,18 +228,33 @@ async fn serve(
 ) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
     use http_body_util::BodyExt;
     let method = request.method().as_str().to_string();
-    let path = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let content_type = request
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let (status, bytes, kind) = {
         let mut state = state.lock().unwrap();
-        state.requests.push(format!("{method} {}", path.split('?').next().unwrap_or("")));
+        state
+            .requests
+            .push(format!("{method} {}", path.split('?').next().unwrap_or("")));
         if let Some(value) = &authorization {
             state.authorizations.push(value.clone());
         }
@@ -235,10 +282,15 @@ async fn serve(
         .header("content-type", kind)
         .header("x-elastic-product", "Elasticsearch");
     if status == 401 {
-        response = response.header("www-authenticate", "Basic realm=\"security\" charset=\"UTF-8\"");
+        response = response.header(
+            "www-authenticate",
+            "Basic realm=\"security\" charset=\"UTF-8\"",
+        );
     }
     let bytes = if method == "HEAD" { Vec::new() } else { bytes };
-    response.body(http_body_util::Full::new(hyper::body::Bytes::from(bytes))).unwrap()
+    response
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(bytes)))
+        .unwrap()
 }
 
 /// One document as stored.
@@ -276,7 +328,8 @@ impl Index {
     }
 
     fn hidden(&self, name: &str) -> bool {
-        name.starts_with('.') || self.settings.get("index.hidden").and_then(Value::as_str) == Some("true")
+        name.starts_with('.')
+            || self.settings.get("index.hidden").and_then(Value::as_str) == Some("true")
     }
 }
 
@@ -318,7 +371,10 @@ fn error(status: u16, kind: &str, reason: &str) -> (u16, Value) {
 }
 
 fn error_with(status: u16, cause: Value) -> (u16, Value) {
-    (status, json!({"error": {"root_cause": [cause.clone()], "type": cause["type"], "reason": cause["reason"]}, "status": status}))
+    (
+        status,
+        json!({"error": {"root_cause": [cause.clone()], "type": cause["type"], "reason": cause["reason"]}, "status": status}),
+    )
 }
 
 fn index_not_found(name: &str) -> (u16, Value) {
@@ -371,12 +427,16 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     let mut rest = name;
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);
         } else {
-            let Some(at) = rest.find(part) else { return false };
+            let Some(at) = rest.find(part) else {
+                return false;
+            };
             rest = &rest[at + part.len()..];
         }
     }
@@ -395,14 +455,19 @@ fn invalid_index_name(name: &str) -> Option<String> {
         return Some("must not start with '_', '-', or '+'".into());
     }
     if name.contains(['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ',', '#', ':']) {
-        return Some("must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?]".into());
+        return Some(
+            "must not contain the following characters [ , \", *, \\, <, |, ,, >, /, ?]".into(),
+        );
     }
     None
 }
 
 impl State {
     fn new(options: EmulatorOptions) -> Self {
-        let mut parts = options.version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let mut parts = options
+            .version
+            .split('.')
+            .map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(8), parts.next().unwrap_or(0));
         State {
             options,
@@ -429,7 +494,11 @@ impl State {
     fn fresh_id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         // Real ids are opaque base64; these are opaque too.
-        format!("{prefix}{:016x}{:08x}", self.next_id.wrapping_mul(0x9E37_79B9_7F4A_7C15), self.next_id)
+        format!(
+            "{prefix}{:016x}{:08x}",
+            self.next_id.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            self.next_id
+        )
     }
 
     /// Index names an expression (`a,b*,alias,_all`) resolves to. `wildcards_only_open`
@@ -451,15 +520,23 @@ impl State {
                     }
                 }
                 for (name, index) in &self.indices {
-                    if index.aliases.keys().any(|a| glob_match(pattern, a) && !a.starts_with('.')) {
+                    if index
+                        .aliases
+                        .keys()
+                        .any(|a| glob_match(pattern, a) && !a.starts_with('.'))
+                    {
                         push(name);
                     }
                 }
             } else if self.indices.contains_key(part) {
                 push(&part.to_string());
             } else {
-                let holders: Vec<String> =
-                    self.indices.iter().filter(|(_, i)| i.aliases.contains_key(part)).map(|(n, _)| n.clone()).collect();
+                let holders: Vec<String> = self
+                    .indices
+                    .iter()
+                    .filter(|(_, i)| i.aliases.contains_key(part))
+                    .map(|(n, _)| n.clone())
+                    .collect();
                 if holders.is_empty() {
                     if strict {
                         return Err(index_not_found(part));
@@ -475,10 +552,22 @@ impl State {
         Ok(out)
     }
 
-    fn handle(&mut self, method: &str, path_and_query: &str, content_type: &str, body: &[u8]) -> Handled {
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    fn handle(
+        &mut self,
+        method: &str,
+        path_and_query: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Handled {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
         let params = query_params(query);
-        let segments: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+        let segments: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(percent_decode)
+            .collect();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         if method == "POST" || method == "PUT" {
             let json_type = content_type.is_empty()
@@ -486,8 +575,11 @@ impl State {
                 || content_type.starts_with("application/x-ndjson")
                 || content_type.starts_with("application/vnd.elasticsearch+");
             if !json_type && !body.is_empty() {
-                let (status, body) = error(406, "media_type_header_exception", &format!(
-                    "Content-Type header [{content_type}] is not supported"));
+                let (status, body) = error(
+                    406,
+                    "media_type_header_exception",
+                    &format!("Content-Type header [{content_type}] is not supported"),
+                );
                 return (status, body.to_string().into_bytes(), "application/json");
             }
         }
@@ -501,7 +593,8 @@ impl State {
             match serde_json::from_slice(body) {
                 Ok(v) => v,
                 Err(e) => {
-                    let (status, body) = error(400, "x_content_parse_exception", &format!("[1:1] {e}"));
+                    let (status, body) =
+                        error(400, "x_content_parse_exception", &format!("[1:1] {e}"));
                     return (status, body.to_string().into_bytes(), "application/json");
                 }
             }
@@ -559,7 +652,12 @@ impl State {
             ),
         };
         let pretty = params.contains_key("pretty");
-        let bytes = if pretty { serde_json::to_vec_pretty(&answer) } else { serde_json::to_vec(&answer) }.unwrap();
+        let bytes = if pretty {
+            serde_json::to_vec_pretty(&answer)
+        } else {
+            serde_json::to_vec(&answer)
+        }
+        .unwrap();
         (status, bytes, "application/json")
     }
 
@@ -606,10 +704,16 @@ impl State {
         }
     }
 
-    fn cat_indices(&mut self, expression: Option<&str>, params: &HashMap<String, String>) -> Handled {
+    fn cat_indices(
+        &mut self,
+        expression: Option<&str>,
+        params: &HashMap<String, String>,
+    ) -> Handled {
         let names = match self.resolve(expression.unwrap_or("_all"), true) {
             Ok(names) => names,
-            Err((status, body)) => return (status, body.to_string().into_bytes(), "application/json"),
+            Err((status, body)) => {
+                return (status, body.to_string().into_bytes(), "application/json");
+            }
         };
         let mut rows = Vec::new();
         for name in names {
@@ -620,8 +724,14 @@ impl State {
             row.insert("status".into(), json!("open"));
             row.insert("index".into(), json!(name));
             row.insert("uuid".into(), index.settings["index.uuid"].clone());
-            row.insert("pri".into(), index.settings["index.number_of_shards"].clone());
-            row.insert("rep".into(), index.settings["index.number_of_replicas"].clone());
+            row.insert(
+                "pri".into(),
+                index.settings["index.number_of_shards"].clone(),
+            );
+            row.insert(
+                "rep".into(),
+                index.settings["index.number_of_replicas"].clone(),
+            );
             row.insert("docs.count".into(), json!(index.visible.len().to_string()));
             row.insert("docs.deleted".into(), json!("0"));
             row.insert("store.size".into(), json!(format!("{bytes}b")));
@@ -640,7 +750,10 @@ impl State {
         }
         let mut text = String::new();
         for row in rows {
-            let cells: Vec<String> = row.values().map(|v| v.as_str().unwrap_or("").to_string()).collect();
+            let cells: Vec<String> = row
+                .values()
+                .map(|v| v.as_str().unwrap_or("").to_string())
+                .collect();
             text.push_str(&cells.join(" "));
             text.push('\n');
         }
@@ -655,14 +768,21 @@ impl State {
             );
         }
         if let Some(existing) = self.indices.get(name) {
-            let uuid = existing.settings["index.uuid"].as_str().unwrap_or("").to_string();
+            let uuid = existing.settings["index.uuid"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             return error_with(
                 400,
                 json!({"type": "resource_already_exists_exception", "reason": format!("index [{name}/{uuid}] already exists"), "index": name}),
             );
         }
         if self.indices.values().any(|i| i.aliases.contains_key(name)) {
-            return error(400, "invalid_index_name_exception", &format!("Invalid index name [{name}], already exists as alias"));
+            return error(
+                400,
+                "invalid_index_name_exception",
+                &format!("Invalid index name [{name}], already exists as alias"),
+            );
         }
         let mut settings = BTreeMap::new();
         if let Some(given) = body.get("settings") {
@@ -670,16 +790,40 @@ impl State {
         }
         let settings = settings
             .into_iter()
-            .map(|(k, v)| (if k.starts_with("index.") { k } else { format!("index.{k}") }, v))
+            .map(|(k, v)| {
+                (
+                    if k.starts_with("index.") {
+                        k
+                    } else {
+                        format!("index.{k}")
+                    },
+                    v,
+                )
+            })
             .collect::<BTreeMap<_, _>>();
-        for key in ["index.uuid", "index.creation_date", "index.version.created", "index.provided_name"] {
+        for key in [
+            "index.uuid",
+            "index.creation_date",
+            "index.version.created",
+            "index.provided_name",
+        ] {
             if settings.contains_key(key) {
-                return error(400, "illegal_argument_exception", &format!("unknown setting [{key}] please check that any required plugins are installed, or check the breaking changes documentation for removed settings"));
+                return error(
+                    400,
+                    "illegal_argument_exception",
+                    &format!(
+                        "unknown setting [{key}] please check that any required plugins are installed, or check the breaking changes documentation for removed settings"
+                    ),
+                );
             }
         }
         let mut index_settings = settings;
-        index_settings.entry("index.number_of_shards".into()).or_insert(json!("1"));
-        index_settings.entry("index.number_of_replicas".into()).or_insert(json!("1"));
+        index_settings
+            .entry("index.number_of_shards".into())
+            .or_insert(json!("1"));
+        index_settings
+            .entry("index.number_of_replicas".into())
+            .or_insert(json!("1"));
         if self.major >= 8 {
             index_settings
                 .entry("index.routing.allocation.include._tier_preference".into())
@@ -687,18 +831,34 @@ impl State {
         }
         let uuid = self.fresh_id("u");
         index_settings.insert("index.uuid".into(), json!(uuid));
-        index_settings.insert("index.creation_date".into(), json!(now_millis().to_string()));
+        index_settings.insert(
+            "index.creation_date".into(),
+            json!(now_millis().to_string()),
+        );
         index_settings.insert("index.provided_name".into(), json!(name));
-        index_settings.insert("index.version.created".into(), json!(format!("{}{:02}0099", self.major, self.minor)));
+        index_settings.insert(
+            "index.version.created".into(),
+            json!(format!("{}{:02}0099", self.major, self.minor)),
+        );
         let mappings = body.get("mappings").cloned().unwrap_or(json!({}));
         if !mappings.is_object() {
-            return error(400, "mapper_parsing_exception", "Failed to parse mapping: mappings must be an object");
+            return error(
+                400,
+                "mapper_parsing_exception",
+                "Failed to parse mapping: mappings must be an object",
+            );
         }
         let mut aliases = Map::new();
         if let Some(given) = body.get("aliases").and_then(Value::as_object) {
             for (alias, spec) in given {
                 if self.indices.contains_key(alias) {
-                    return error(400, "invalid_alias_name_exception", &format!("Invalid alias name [{alias}]: an index or data stream exists with the same name as the alias"));
+                    return error(
+                        400,
+                        "invalid_alias_name_exception",
+                        &format!(
+                            "Invalid alias name [{alias}]: an index or data stream exists with the same name as the alias"
+                        ),
+                    );
                 }
                 aliases.insert(alias.clone(), spec.clone());
             }
@@ -717,20 +877,32 @@ impl State {
                 seq_no: 0,
             },
         );
-        (200, json!({"acknowledged": true, "shards_acknowledged": true, "index": name}))
+        (
+            200,
+            json!({"acknowledged": true, "shards_acknowledged": true, "index": name}),
+        )
     }
 
     fn delete_index(&mut self, expression: &str) -> (u16, Value) {
         let mut doomed = Vec::new();
         for part in expression.split(',') {
             if part.contains('*') || part == "_all" {
-                return error(400, "illegal_argument_exception", "Wildcard expressions or all indices are not allowed");
+                return error(
+                    400,
+                    "illegal_argument_exception",
+                    "Wildcard expressions or all indices are not allowed",
+                );
             }
             if self.indices.contains_key(part) {
                 doomed.push(part.to_string());
             } else if self.indices.values().any(|i| i.aliases.contains_key(part)) {
-                return error(400, "illegal_argument_exception", &format!(
-                    "The provided expression [{part}] matches an alias, specify the corresponding concrete indices instead."));
+                return error(
+                    400,
+                    "illegal_argument_exception",
+                    &format!(
+                        "The provided expression [{part}] matches an alias, specify the corresponding concrete indices instead."
+                    ),
+                );
             } else {
                 return index_not_found(part);
             }
@@ -762,7 +934,10 @@ impl State {
         if let Some(name) = name
             && out.is_empty()
         {
-            return (404, json!({"error": format!("alias [{name}] missing"), "status": 404}));
+            return (
+                404,
+                json!({"error": format!("alias [{name}] missing"), "status": 404}),
+            );
         }
         (200, Value::Object(out))
     }
@@ -770,25 +945,40 @@ impl State {
     /// `POST /_aliases`: every action checked, then all applied (atomically).
     fn update_aliases(&mut self, body: &Value) -> (u16, Value) {
         let Some(actions) = body.get("actions").and_then(Value::as_array) else {
-            return error(400, "action_request_validation_exception", "Validation Failed: 1: no aliases actions specified;");
+            return error(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: no aliases actions specified;",
+            );
         };
         let mut removed_indices: Vec<String> = Vec::new();
         let mut adds: Vec<(String, String, Value)> = Vec::new();
         let mut removes: Vec<(String, String)> = Vec::new();
         for action in actions {
             let Some((kind, spec)) = action.as_object().and_then(|o| o.iter().next()) else {
-                return error(400, "x_content_parse_exception", "[1:1] expected an action object");
+                return error(
+                    400,
+                    "x_content_parse_exception",
+                    "[1:1] expected an action object",
+                );
             };
             let listed = |one: &str, many: &str| -> Vec<String> {
                 match (spec.get(one), spec.get(many)) {
                     (Some(Value::String(s)), _) => vec![s.clone()],
-                    (_, Some(Value::Array(items))) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                    (_, Some(Value::Array(items))) => items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect(),
                     _ => Vec::new(),
                 }
             };
             let indices = listed("index", "indices");
             if indices.is_empty() {
-                return error(400, "action_request_validation_exception", "Validation Failed: 1: One of [index] or [indices] is required;");
+                return error(
+                    400,
+                    "action_request_validation_exception",
+                    "Validation Failed: 1: One of [index] or [indices] is required;",
+                );
             }
             let mut concrete = Vec::new();
             for expression in &indices {
@@ -802,7 +992,11 @@ impl State {
                 "add" => {
                     let aliases = listed("alias", "aliases");
                     if aliases.is_empty() {
-                        return error(400, "action_request_validation_exception", "Validation Failed: 1: One of [alias] or [aliases] is required;");
+                        return error(
+                            400,
+                            "action_request_validation_exception",
+                            "Validation Failed: 1: One of [alias] or [aliases] is required;",
+                        );
                     }
                     let mut props = spec.as_object().cloned().unwrap_or_default();
                     for key in ["index", "indices", "alias", "aliases"] {
@@ -818,7 +1012,10 @@ impl State {
                     for alias in listed("alias", "aliases") {
                         for index in &concrete {
                             if !self.indices[index].aliases.contains_key(&alias) {
-                                return error_with(404, json!({"type": "aliases_not_found_exception", "reason": format!("aliases [{alias}] missing"), "resource.type": "aliases", "resource.id": alias}));
+                                return error_with(
+                                    404,
+                                    json!({"type": "aliases_not_found_exception", "reason": format!("aliases [{alias}] missing"), "resource.type": "aliases", "resource.id": alias}),
+                                );
                             }
                             removes.push((index.clone(), alias.clone()));
                         }
@@ -827,19 +1024,35 @@ impl State {
                 "remove_index" => {
                     for expression in &indices {
                         if !self.indices.contains_key(expression) {
-                            return error(400, "illegal_argument_exception", &format!(
-                                "The provided expression [{expression}] matches an alias, specify the corresponding concrete indices instead."));
+                            return error(
+                                400,
+                                "illegal_argument_exception",
+                                &format!(
+                                    "The provided expression [{expression}] matches an alias, specify the corresponding concrete indices instead."
+                                ),
+                            );
                         }
                     }
                     removed_indices.extend(concrete);
                 }
-                other => return error(400, "x_content_parse_exception", &format!("[1:1] [alias_action] unknown field [{other}]")),
+                other => {
+                    return error(
+                        400,
+                        "x_content_parse_exception",
+                        &format!("[1:1] [alias_action] unknown field [{other}]"),
+                    );
+                }
             }
         }
         for (_, alias, _) in &adds {
             if self.indices.contains_key(alias) && !removed_indices.contains(alias) {
-                return error(400, "invalid_alias_name_exception", &format!(
-                    "Invalid alias name [{alias}]: an index or data stream exists with the same name as the alias"));
+                return error(
+                    400,
+                    "invalid_alias_name_exception",
+                    &format!(
+                        "Invalid alias name [{alias}]: an index or data stream exists with the same name as the alias"
+                    ),
+                );
             }
         }
         for name in &removed_indices {
@@ -866,7 +1079,10 @@ impl State {
         for name in &names {
             self.indices.get_mut(name).unwrap().refresh();
         }
-        (200, json!({"_shards": {"total": names.len() * 2, "successful": names.len(), "failed": 0}}))
+        (
+            200,
+            json!({"_shards": {"total": names.len() * 2, "successful": names.len(), "failed": 0}}),
+        )
     }
 
     fn count(&mut self, expression: &str, body: &Value) -> (u16, Value) {
@@ -874,7 +1090,10 @@ impl State {
             Ok(names) => names,
             Err(e) => return e,
         };
-        let query = body.get("query").cloned().unwrap_or(json!({"match_all": {}}));
+        let query = body
+            .get("query")
+            .cloned()
+            .unwrap_or(json!({"match_all": {}}));
         let mut count = 0;
         for name in &names {
             for doc in self.indices[name].visible.iter() {
@@ -885,11 +1104,16 @@ impl State {
                 }
             }
         }
-        (200, json!({"count": count, "_shards": {"total": names.len(), "successful": names.len(), "skipped": 0, "failed": 0}}))
+        (
+            200,
+            json!({"count": count, "_shards": {"total": names.len(), "successful": names.len(), "skipped": 0, "failed": 0}}),
+        )
     }
 
     fn get_doc(&self, index: &str, id: &str) -> (u16, Value) {
-        let Some(idx) = self.indices.get(index) else { return index_not_found(index) };
+        let Some(idx) = self.indices.get(index) else {
+            return index_not_found(index);
+        };
         // GET by id is real-time: it sees live documents, refreshed or not.
         match idx.by_id.get(id).and_then(|slot| idx.live.get(slot)) {
             Some(doc) => {
@@ -907,7 +1131,10 @@ impl State {
     fn open_view(&mut self, expression: &str) -> Result<View, (u16, Value)> {
         let names = self.resolve(expression, true)?;
         let view = View {
-            shards: names.iter().map(|n| (n.clone(), self.indices[n].visible.clone())).collect(),
+            shards: names
+                .iter()
+                .map(|n| (n.clone(), self.indices[n].visible.clone()))
+                .collect(),
         };
         if let Some(ndjson) = self.after_view.take() {
             let (status, answer) = self.bulk(None, &ndjson, &query_params("refresh=true"));
@@ -918,7 +1145,11 @@ impl State {
 
     fn open_pit(&mut self, expression: &str, params: &HashMap<String, String>) -> (u16, Value) {
         if !params.contains_key("keep_alive") {
-            return error(400, "action_request_validation_exception", "Validation Failed: 1: [keep_alive] is not specified;");
+            return error(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: [keep_alive] is not specified;",
+            );
         }
         let view = match self.open_view(expression) {
             Ok(view) => view,
@@ -927,12 +1158,19 @@ impl State {
         let id = self.fresh_id("pit");
         let total = view.shards.len();
         self.pits.insert(id.clone(), view);
-        (200, json!({"id": id, "_shards": {"total": total, "successful": total, "skipped": 0, "failed": 0}}))
+        (
+            200,
+            json!({"id": id, "_shards": {"total": total, "successful": total, "skipped": 0, "failed": 0}}),
+        )
     }
 
     fn close_pit(&mut self, body: &Value) -> (u16, Value) {
         let Some(id) = body.get("id").and_then(Value::as_str) else {
-            return error(400, "action_request_validation_exception", "Validation Failed: 1: point in time id is missing;");
+            return error(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: point in time id is missing;",
+            );
         };
         if self.pits.remove(id).is_some() {
             (200, json!({"succeeded": true, "num_freed": 1}))
@@ -947,13 +1185,20 @@ impl State {
         }
         match track {
             Value::Bool(true) => json!({"value": value, "relation": "eq"}),
-            Value::Number(n) if value > n.as_u64().unwrap_or(0) => json!({"value": n, "relation": "gte"}),
+            Value::Number(n) if value > n.as_u64().unwrap_or(0) => {
+                json!({"value": n, "relation": "gte"})
+            }
             Value::Null if value > 10_000 => json!({"value": 10_000, "relation": "gte"}),
             _ => json!({"value": value, "relation": "eq"}),
         }
     }
 
-    fn search(&mut self, index: Option<&str>, body: &Value, params: &HashMap<String, String>) -> (u16, Value) {
+    fn search(
+        &mut self,
+        index: Option<&str>,
+        body: &Value,
+        params: &HashMap<String, String>,
+    ) -> (u16, Value) {
         let size = body
             .get("size")
             .and_then(Value::as_u64)
@@ -964,18 +1209,31 @@ impl State {
         let pit = body.get("pit");
         let view = match (pit, index) {
             (Some(_), Some(_)) => {
-                return error(400, "action_request_validation_exception",
-                    "Validation Failed: 1: [indices] cannot be used with point in time. Do not specify any index with point in time.;");
+                return error(
+                    400,
+                    "action_request_validation_exception",
+                    "Validation Failed: 1: [indices] cannot be used with point in time. Do not specify any index with point in time.;",
+                );
             }
             (Some(pit), None) => {
                 if scroll.is_some() {
-                    return error(400, "action_request_validation_exception", "Validation Failed: 1: using [point in time] is not allowed in a scroll context;");
+                    return error(
+                        400,
+                        "action_request_validation_exception",
+                        "Validation Failed: 1: using [point in time] is not allowed in a scroll context;",
+                    );
                 }
                 let id = pit.get("id").and_then(Value::as_str).unwrap_or("");
                 match self.pits.get(id) {
-                    Some(view) => View { shards: view.shards.clone() },
+                    Some(view) => View {
+                        shards: view.shards.clone(),
+                    },
                     None => {
-                        return error(404, "search_context_missing_exception", &format!("No search context found for id [{id}]"));
+                        return error(
+                            404,
+                            "search_context_missing_exception",
+                            &format!("No search context found for id [{id}]"),
+                        );
                     }
                 }
             }
@@ -987,7 +1245,12 @@ impl State {
                     }
                 } else {
                     match self.resolve(index.unwrap_or("_all"), true) {
-                        Ok(names) => View { shards: names.iter().map(|n| (n.clone(), self.indices[n].visible.clone())).collect() },
+                        Ok(names) => View {
+                            shards: names
+                                .iter()
+                                .map(|n| (n.clone(), self.indices[n].visible.clone()))
+                                .collect(),
+                        },
                         Err(e) => return e,
                     }
                 }
@@ -1005,18 +1268,31 @@ impl State {
                     Value::String(f) => (f.as_str(), "asc"),
                     Value::Object(o) => {
                         let (f, spec) = o.iter().next().unwrap();
-                        let order = spec.as_str().or_else(|| spec.get("order").and_then(Value::as_str)).unwrap_or("asc");
+                        let order = spec
+                            .as_str()
+                            .or_else(|| spec.get("order").and_then(Value::as_str))
+                            .unwrap_or("asc");
                         (f.as_str(), order)
                     }
                     _ => ("", "asc"),
                 };
                 match field {
                     "_shard_doc" if pit.is_none() => {
-                        return error(400, "illegal_argument_exception", "[_shard_doc] sort field cannot be used without [point in time]");
+                        return error(
+                            400,
+                            "illegal_argument_exception",
+                            "[_shard_doc] sort field cannot be used without [point in time]",
+                        );
                     }
                     "_shard_doc" | "_doc" if order == "asc" => shard_doc_sort = true,
                     _ => {
-                        return error(400, "illegal_argument_exception", &format!("the emulator sorts only by _doc or _shard_doc ascending, not [{field}] {order}"));
+                        return error(
+                            400,
+                            "illegal_argument_exception",
+                            &format!(
+                                "the emulator sorts only by _doc or _shard_doc ascending, not [{field}] {order}"
+                            ),
+                        );
                     }
                 }
             }
@@ -1024,9 +1300,18 @@ impl State {
         let after = match body.get("search_after") {
             None => None,
             Some(Value::Array(values)) if values.len() == 1 && shard_doc_sort => values[0].as_u64(),
-            Some(_) => return error(400, "illegal_argument_exception", "search_after has 1 value(s) but sort has 0."),
+            Some(_) => {
+                return error(
+                    400,
+                    "illegal_argument_exception",
+                    "search_after has 1 value(s) but sort has 0.",
+                );
+            }
         };
-        let query = body.get("query").cloned().unwrap_or(json!({"match_all": {}}));
+        let query = body
+            .get("query")
+            .cloned()
+            .unwrap_or(json!({"match_all": {}}));
         let match_all = query.get("match_all").is_some() && scroll.is_none();
         let mut matched: Vec<(u64, &str, &Arc<Doc>)> = Vec::new();
         let mut total_matched = 0u64;
@@ -1057,7 +1342,10 @@ impl State {
         if !match_all {
             total_matched = matched.len() as u64;
         }
-        let wanted: Vec<&(u64, &str, &Arc<Doc>)> = matched.iter().filter(|(k, _, _)| after.is_none_or(|a| *k > a)).collect();
+        let wanted: Vec<&(u64, &str, &Arc<Doc>)> = matched
+            .iter()
+            .filter(|(k, _, _)| after.is_none_or(|a| *k > a))
+            .collect();
         let source_wanted = !matches!(body.get("_source"), Some(Value::Bool(false)));
         let hit = |(key, name, doc): &(u64, &str, &Arc<Doc>)| {
             let mut hit = json!({"_index": name, "_id": doc.id, "_score": if shard_doc_sort { Value::Null } else { json!(1.0) }});
@@ -1079,11 +1367,27 @@ impl State {
             let first: Vec<Value> = hits.iter().take(size).cloned().collect();
             let id = self.fresh_id("scroll");
             let total = self.total(total_matched, &json!(true), as_int);
-            self.scrolls.insert(id.clone(), Scroll { hits, at: first.len(), size, total: total_matched });
-            return (200, json!({"_scroll_id": id, "took": 1, "timed_out": false, "_shards": shards(),
-                "hits": {"total": total, "max_score": Value::Null, "hits": first}}));
+            self.scrolls.insert(
+                id.clone(),
+                Scroll {
+                    hits,
+                    at: first.len(),
+                    size,
+                    total: total_matched,
+                },
+            );
+            return (
+                200,
+                json!({"_scroll_id": id, "took": 1, "timed_out": false, "_shards": shards(),
+                "hits": {"total": total, "max_score": Value::Null, "hits": first}}),
+            );
         }
-        let page: Vec<Value> = wanted.iter().skip(from).take(size).map(|m| hit(m)).collect();
+        let page: Vec<Value> = wanted
+            .iter()
+            .skip(from)
+            .take(size)
+            .map(|m| hit(m))
+            .collect();
         let mut answer = json!({"took": 1, "timed_out": false, "_shards": shards(), "hits": {"max_score": Value::Null, "hits": page}});
         if track != Value::Bool(false) {
             answer["hits"]["total"] = self.total(total_matched, &track, as_int);
@@ -1096,25 +1400,49 @@ impl State {
 
     fn scroll_next(&mut self, body: &Value, params: &HashMap<String, String>) -> (u16, Value) {
         let Some(id) = body.get("scroll_id").and_then(Value::as_str) else {
-            return error(400, "action_request_validation_exception", "Validation Failed: 1: scrollId is missing;");
+            return error(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: scrollId is missing;",
+            );
         };
         let as_int = params.get("rest_total_hits_as_int").map(String::as_str) == Some("true");
         let Some(scroll) = self.scrolls.get_mut(id) else {
-            return error(404, "search_context_missing_exception", &format!("No search context found for id [{id}]"));
+            return error(
+                404,
+                "search_context_missing_exception",
+                &format!("No search context found for id [{id}]"),
+            );
         };
-        let page: Vec<Value> = scroll.hits[scroll.at.min(scroll.hits.len())..].iter().take(scroll.size).cloned().collect();
+        let page: Vec<Value> = scroll.hits[scroll.at.min(scroll.hits.len())..]
+            .iter()
+            .take(scroll.size)
+            .cloned()
+            .collect();
         scroll.at += page.len();
         let total = scroll.total;
         let total = self.total(total, &json!(true), as_int);
-        (200, json!({"_scroll_id": id, "took": 1, "timed_out": false, "_shards": shards(),
-            "hits": {"total": total, "max_score": Value::Null, "hits": page}}))
+        (
+            200,
+            json!({"_scroll_id": id, "took": 1, "timed_out": false, "_shards": shards(),
+            "hits": {"total": total, "max_score": Value::Null, "hits": page}}),
+        )
     }
 
     fn clear_scroll(&mut self, body: &Value) -> (u16, Value) {
         let ids: Vec<String> = match body.get("scroll_id") {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-            _ => return error(400, "action_request_validation_exception", "Validation Failed: 1: no scroll ids specified;"),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => {
+                return error(
+                    400,
+                    "action_request_validation_exception",
+                    "Validation Failed: 1: no scroll ids specified;",
+                );
+            }
         };
         let mut freed = 0;
         for id in &ids {
@@ -1125,19 +1453,33 @@ impl State {
                 freed += 1;
             }
         }
-        (if freed == 0 { 404 } else { 200 }, json!({"succeeded": true, "num_freed": freed}))
+        (
+            if freed == 0 { 404 } else { 200 },
+            json!({"succeeded": true, "num_freed": freed}),
+        )
     }
 
     /// `_bulk`: NDJSON action/source pairs; per-item results, partial failure allowed.
-    fn bulk(&mut self, default_index: Option<&str>, body: &[u8], params: &HashMap<String, String>) -> (u16, Value) {
+    fn bulk(
+        &mut self,
+        default_index: Option<&str>,
+        body: &[u8],
+        params: &HashMap<String, String>,
+    ) -> (u16, Value) {
         if self.reject_bulk_requests > 0 {
             self.reject_bulk_requests -= 1;
             self.rejected += 1;
-            return error(429, "es_rejected_execution_exception",
-                "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1048576, max_coordinating_and_primary_bytes=0]");
+            return error(
+                429,
+                "es_rejected_execution_exception",
+                "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1048576, max_coordinating_and_primary_bytes=0]",
+            );
         }
         let text = String::from_utf8_lossy(body);
-        let mut lines = text.split('\n').enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .split('\n')
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let mut items = Vec::new();
         let mut errors = false;
         let mut touched = Vec::new();
@@ -1145,34 +1487,81 @@ impl State {
             let action: Value = match serde_json::from_str(line) {
                 Ok(Value::Object(o)) => Value::Object(o),
                 Ok(_) | Err(_) => {
-                    return error(400, "illegal_argument_exception", &format!(
-                        "Malformed action/metadata line [{}], expected START_OBJECT but found [VALUE_STRING]", number + 1));
+                    return error(
+                        400,
+                        "illegal_argument_exception",
+                        &format!(
+                            "Malformed action/metadata line [{}], expected START_OBJECT but found [VALUE_STRING]",
+                            number + 1
+                        ),
+                    );
                 }
             };
-            let (kind, meta) = action.as_object().unwrap().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+            let (kind, meta) = action
+                .as_object()
+                .unwrap()
+                .iter()
+                .next()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap();
             if !matches!(kind.as_str(), "index" | "create" | "delete" | "update") {
-                return error(400, "illegal_argument_exception", &format!(
-                    "Malformed action/metadata line [{}], expected one of [create, delete, index, update] but found [{kind}]", number + 1));
+                return error(
+                    400,
+                    "illegal_argument_exception",
+                    &format!(
+                        "Malformed action/metadata line [{}], expected one of [create, delete, index, update] but found [{kind}]",
+                        number + 1
+                    ),
+                );
             }
-            let index = meta.get("_index").and_then(Value::as_str).or(default_index).map(str::to_string);
+            let index = meta
+                .get("_index")
+                .and_then(Value::as_str)
+                .or(default_index)
+                .map(str::to_string);
             let Some(index) = index else {
-                return error(400, "action_request_validation_exception", "Validation Failed: 1: index is missing;");
+                return error(
+                    400,
+                    "action_request_validation_exception",
+                    "Validation Failed: 1: index is missing;",
+                );
             };
             let source = if kind == "delete" {
                 None
             } else {
                 match lines.next() {
                     Some((_, s)) => Some(s.to_string()),
-                    None => return error(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]"),
+                    None => {
+                        return error(
+                            400,
+                            "illegal_argument_exception",
+                            "The bulk request must be terminated by a newline [\\n]",
+                        );
+                    }
                 }
             };
-            let id = meta.get("_id").and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())));
-            let routing = meta.get("routing").or(meta.get("_routing")).and_then(Value::as_str).map(str::to_string);
+            let id = meta.get("_id").and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            });
+            let routing = meta
+                .get("routing")
+                .or(meta.get("_routing"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let (status, item) = if self.reject_bulk_items > 0 {
                 self.reject_bulk_items -= 1;
                 self.rejected += 1;
-                let (status, e) = error(429, "es_rejected_execution_exception", "rejected execution of primary operation");
-                (status, json!({"_index": index, "_id": id, "status": status, "error": e["error"]["root_cause"][0]}))
+                let (status, e) = error(
+                    429,
+                    "es_rejected_execution_exception",
+                    "rejected execution of primary operation",
+                );
+                (
+                    status,
+                    json!({"_index": index, "_id": id, "status": status, "error": e["error"]["root_cause"][0]}),
+                )
             } else {
                 self.bulk_item(&kind, &index, id, routing, source.as_deref())
             };
@@ -1183,7 +1572,10 @@ impl State {
             }
             items.push(json!({ kind: item }));
         }
-        if matches!(params.get("refresh").map(String::as_str), Some("true" | "" | "wait_for")) {
+        if matches!(
+            params.get("refresh").map(String::as_str),
+            Some("true" | "" | "wait_for")
+        ) {
             for name in touched {
                 if let Some(i) = self.indices.get_mut(&name) {
                     i.refresh();
@@ -1193,25 +1585,45 @@ impl State {
         (200, json!({"errors": errors, "took": 1, "items": items}))
     }
 
-    fn bulk_item(&mut self, kind: &str, index: &str, id: Option<String>, routing: Option<String>, source: Option<&str>) -> (u16, Value) {
+    fn bulk_item(
+        &mut self,
+        kind: &str,
+        index: &str,
+        id: Option<String>,
+        routing: Option<String>,
+        source: Option<&str>,
+    ) -> (u16, Value) {
         // Writes through an alias go to its one index.
         let index = match self.indices.contains_key(index) {
             true => index.to_string(),
             false => match self.resolve(index, false) {
                 Ok(names) if names.len() == 1 => names[0].clone(),
                 Ok(names) if names.len() > 1 => {
-                    let (status, e) = error(400, "illegal_argument_exception", &format!("no write index is defined for alias [{index}]"));
-                    return (status, json!({"_index": index, "_id": id, "status": status, "error": e["error"]["root_cause"][0]}));
+                    let (status, e) = error(
+                        400,
+                        "illegal_argument_exception",
+                        &format!("no write index is defined for alias [{index}]"),
+                    );
+                    return (
+                        status,
+                        json!({"_index": index, "_id": id, "status": status, "error": e["error"]["root_cause"][0]}),
+                    );
                 }
                 _ => {
                     if kind == "delete" {
                         let (status, e) = index_not_found(index);
-                        return (status, json!({"_index": index, "_id": id, "status": status, "error": e["error"]["root_cause"][0]}));
+                        return (
+                            status,
+                            json!({"_index": index, "_id": id, "status": status, "error": e["error"]["root_cause"][0]}),
+                        );
                     }
                     // action.auto_create_index: created with defaults and dynamic mappings.
                     let (status, e) = self.create_index(index, &json!({}));
                     if status != 200 {
-                        return (status, json!({"_index": index, "_id": id, "status": status, "error": e["error"]["root_cause"][0]}));
+                        return (
+                            status,
+                            json!({"_index": index, "_id": id, "status": status, "error": e["error"]["root_cause"][0]}),
+                        );
                     }
                     index.to_string()
                 }
@@ -1221,29 +1633,55 @@ impl State {
             (Some(id), _) => id,
             (None, "index" | "create") => self.fresh_id("a"),
             (None, _) => {
-                let (status, e) = error(400, "action_request_validation_exception", "Validation Failed: 1: id is missing;");
-                return (status, json!({"_index": index, "status": status, "error": e["error"]["root_cause"][0]}));
+                let (status, e) = error(
+                    400,
+                    "action_request_validation_exception",
+                    "Validation Failed: 1: id is missing;",
+                );
+                return (
+                    status,
+                    json!({"_index": index, "status": status, "error": e["error"]["root_cause"][0]}),
+                );
             }
         };
-        let failure = |status: u16, cause: Value| (status, json!({"_index": index, "_id": id, "status": status, "error": cause}));
+        let failure = |status: u16, cause: Value| {
+            (
+                status,
+                json!({"_index": index, "_id": id, "status": status, "error": cause}),
+            )
+        };
         let major_minor = (self.major, self.minor);
         let idx = self.indices.get_mut(&index).unwrap();
-        let existing = idx.by_id.get(&id).and_then(|slot| idx.live.get(slot)).cloned();
+        let existing = idx
+            .by_id
+            .get(&id)
+            .and_then(|slot| idx.live.get(slot))
+            .cloned();
         let source = match kind {
             "delete" => None,
             "create" if existing.is_some() => {
-                return failure(409, json!({"type": "version_conflict_engine_exception",
+                return failure(
+                    409,
+                    json!({"type": "version_conflict_engine_exception",
                     "reason": format!("[{id}]: version conflict, document already exists (current version [{}])", existing.as_ref().unwrap().version),
-                    "index_uuid": idx.settings["index.uuid"], "shard": "0", "index": index}));
+                    "index_uuid": idx.settings["index.uuid"], "shard": "0", "index": index}),
+                );
             }
             "update" => {
                 let Some(current) = &existing else {
-                    return failure(404, json!({"type": "document_missing_exception", "reason": format!("[{id}]: document missing"),
-                        "index_uuid": idx.settings["index.uuid"], "shard": "0", "index": index}));
+                    return failure(
+                        404,
+                        json!({"type": "document_missing_exception", "reason": format!("[{id}]: document missing"),
+                        "index_uuid": idx.settings["index.uuid"], "shard": "0", "index": index}),
+                    );
                 };
-                let update: Value = serde_json::from_str(source.unwrap_or("{}")).unwrap_or(Value::Null);
+                let update: Value =
+                    serde_json::from_str(source.unwrap_or("{}")).unwrap_or(Value::Null);
                 let mut merged: Value = serde_json::from_str(&current.source).unwrap();
-                if let (Some(target), Some(doc)) = (merged.as_object_mut(), update.get("doc").and_then(Value::as_object)) {
+                if let (Some(target), Some(doc)) = (
+                    merged.as_object_mut(),
+                    update.get("doc").and_then(Value::as_object),
+                ) {
                     for (k, v) in doc {
                         target.insert(k.clone(), v.clone());
                     }
@@ -1260,30 +1698,58 @@ impl State {
                     idx.live.remove(&slot);
                     idx.dirty = true;
                     idx.seq_no += 1;
-                    (200, json!({"_index": index, "_id": id, "_version": doc.version + 1, "result": "deleted",
-                        "_shards": {"total": 2, "successful": 1, "failed": 0}, "_seq_no": idx.seq_no, "_primary_term": 1, "status": 200}))
+                    (
+                        200,
+                        json!({"_index": index, "_id": id, "_version": doc.version + 1, "result": "deleted",
+                        "_shards": {"total": 2, "successful": 1, "failed": 0}, "_seq_no": idx.seq_no, "_primary_term": 1, "status": 200}),
+                    )
                 }
-                None => (404, json!({"_index": index, "_id": id, "_version": 1, "result": "not_found",
-                    "_shards": {"total": 2, "successful": 1, "failed": 0}, "_seq_no": idx.seq_no, "_primary_term": 1, "status": 404})),
+                None => (
+                    404,
+                    json!({"_index": index, "_id": id, "_version": 1, "result": "not_found",
+                    "_shards": {"total": 2, "successful": 1, "failed": 0}, "_seq_no": idx.seq_no, "_primary_term": 1, "status": 404}),
+                ),
             };
         };
         let parsed: Value = match serde_json::from_str(&source) {
             Ok(Value::Object(o)) => Value::Object(o),
             _ => {
-                let kind = if major_minor >= (8, 8) { "document_parsing_exception" } else { "mapper_parsing_exception" };
-                return failure(400, json!({"type": kind, "reason": "[1:1] failed to parse: the document is not a JSON object"}));
+                let kind = if major_minor >= (8, 8) {
+                    "document_parsing_exception"
+                } else {
+                    "mapper_parsing_exception"
+                };
+                return failure(
+                    400,
+                    json!({"type": kind, "reason": "[1:1] failed to parse: the document is not a JSON object"}),
+                );
             }
         };
         if let Err((field, expected, preview)) = check_and_map(&mut idx.mappings, &parsed) {
-            let kind = if major_minor >= (8, 8) { "document_parsing_exception" } else { "mapper_parsing_exception" };
-            let reason = if expected == "strict" {
-                format!("[1:2] mapping set to strict, dynamic introduction of [{field}] within [_doc] is not allowed")
+            let kind = if major_minor >= (8, 8) {
+                "document_parsing_exception"
             } else {
-                format!("[1:2] failed to parse field [{field}] of type [{expected}] in document with id '{id}'. Preview of field's value: '{preview}'")
+                "mapper_parsing_exception"
             };
-            let kind = if expected == "strict" { "strict_dynamic_mapping_exception" } else { kind };
-            return failure(400, json!({"type": kind, "reason": reason,
-                "caused_by": {"type": "illegal_argument_exception", "reason": format!("cannot parse [{preview}] as [{expected}]")}}));
+            let reason = if expected == "strict" {
+                format!(
+                    "[1:2] mapping set to strict, dynamic introduction of [{field}] within [_doc] is not allowed"
+                )
+            } else {
+                format!(
+                    "[1:2] failed to parse field [{field}] of type [{expected}] in document with id '{id}'. Preview of field's value: '{preview}'"
+                )
+            };
+            let kind = if expected == "strict" {
+                "strict_dynamic_mapping_exception"
+            } else {
+                kind
+            };
+            return failure(
+                400,
+                json!({"type": kind, "reason": reason,
+                "caused_by": {"type": "illegal_argument_exception", "reason": format!("cannot parse [{preview}] as [{expected}]")}}),
+            );
         }
         let compact = parsed.to_string();
         let version = existing.as_ref().map(|d| d.version + 1).unwrap_or(1);
@@ -1293,11 +1759,21 @@ impl State {
         let slot = idx.next_slot;
         idx.next_slot += 1;
         idx.seq_no += 1;
-        let doc = Doc { id: id.clone(), source: compact, routing: routing.clone(), version, seq_no: idx.seq_no };
+        let doc = Doc {
+            id: id.clone(),
+            source: compact,
+            routing: routing.clone(),
+            version,
+            seq_no: idx.seq_no,
+        };
         idx.live.insert(slot, Arc::new(doc));
         idx.by_id.insert(id.clone(), slot);
         idx.dirty = true;
-        let (status, result) = if existing.is_some() { (200, "updated") } else { (201, "created") };
+        let (status, result) = if existing.is_some() {
+            (200, "updated")
+        } else {
+            (201, "created")
+        };
         let mut item = json!({"_index": index, "_id": id, "_version": version, "result": result,
             "_shards": {"total": 2, "successful": 1, "failed": 0}, "_seq_no": idx.seq_no, "_primary_term": 1, "status": status});
         if let Some(r) = routing {
@@ -1312,7 +1788,11 @@ fn flatten_settings(prefix: &str, value: &Value, out: &mut BTreeMap<String, Valu
     match value {
         Value::Object(o) => {
             for (k, v) in o {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_settings(&key, v, out);
             }
         }
@@ -1343,7 +1823,11 @@ fn nest(flat: &BTreeMap<String, Value>) -> Value {
         let parts: Vec<&str> = key.split('.').collect();
         let mut node = &mut root;
         for part in &parts[..parts.len() - 1] {
-            node = node.entry(part.to_string()).or_insert_with(|| json!({})).as_object_mut().unwrap();
+            node = node
+                .entry(part.to_string())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .unwrap();
         }
         node.insert(parts[parts.len() - 1].to_string(), value.clone());
     }
@@ -1357,21 +1841,34 @@ fn matches(query: &Value, doc: &Doc) -> Result<bool, (u16, Value)> {
     };
     match kind.as_str() {
         "match_all" => Ok(true),
-        "ids" => Ok(spec.get("values").and_then(Value::as_array).is_some_and(|v| v.iter().any(|x| x.as_str() == Some(&doc.id)))),
+        "ids" => Ok(spec
+            .get("values")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(&doc.id)))),
         "term" => {
-            let (field, wanted) = spec.as_object().and_then(|o| o.iter().next()).ok_or_else(|| error(400, "parsing_exception", "[term] query malformed"))?;
+            let (field, wanted) = spec
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .ok_or_else(|| error(400, "parsing_exception", "[term] query malformed"))?;
             let wanted = wanted.get("value").unwrap_or(wanted);
             let source: Value = serde_json::from_str(&doc.source).unwrap();
             Ok(source.pointer(&format!("/{}", field.replace('.', "/"))) == Some(wanted))
         }
-        other => Err(error(400, "parsing_exception", &format!("the emulator does not implement the [{other}] query"))),
+        other => Err(error(
+            400,
+            "parsing_exception",
+            &format!("the emulator does not implement the [{other}] query"),
+        )),
     }
 }
 
 /// Checks a document against the mapping, adding dynamic fields (`dynamic` true) as
 /// Elasticsearch does; `Err((field, type, preview))` for a value the mapped type cannot parse.
 fn check_and_map(mappings: &mut Value, doc: &Value) -> Result<(), (String, String, String)> {
-    let dynamic = mappings.get("dynamic").map(scalar_string).unwrap_or_else(|| "true".into());
+    let dynamic = mappings
+        .get("dynamic")
+        .map(scalar_string)
+        .unwrap_or_else(|| "true".into());
     let root = mappings.as_object_mut().unwrap();
     let properties = root.entry("properties").or_insert_with(|| json!({}));
     let added = map_object("", properties, doc.as_object().unwrap(), &dynamic)?;
@@ -1381,10 +1878,19 @@ fn check_and_map(mappings: &mut Value, doc: &Value) -> Result<(), (String, Strin
     Ok(())
 }
 
-fn map_object(prefix: &str, properties: &mut Value, object: &Map<String, Value>, dynamic: &str) -> Result<bool, (String, String, String)> {
+fn map_object(
+    prefix: &str,
+    properties: &mut Value,
+    object: &Map<String, Value>,
+    dynamic: &str,
+) -> Result<bool, (String, String, String)> {
     let mut added = false;
     for (name, value) in object {
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         let props = properties.as_object_mut().unwrap();
         if !props.contains_key(name) {
             if value.is_null() || dynamic == "false" {
@@ -1393,7 +1899,9 @@ fn map_object(prefix: &str, properties: &mut Value, object: &Map<String, Value>,
             if dynamic == "strict" {
                 return Err((path, "strict".into(), String::new()));
             }
-            let Some(mapping) = dynamic_mapping(value) else { continue };
+            let Some(mapping) = dynamic_mapping(value) else {
+                continue;
+            };
             props.insert(name.clone(), mapping);
             added = true;
         }
@@ -1411,13 +1919,20 @@ fn dynamic_mapping(value: &Value) -> Option<Value> {
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(json!({"type": "long"})),
         Value::Number(_) => Some(json!({"type": "float"})),
         Value::String(s) if parse_date(s) => Some(json!({"type": "date"})),
-        Value::String(_) => Some(json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}})),
+        Value::String(_) => Some(
+            json!({"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}),
+        ),
         Value::Array(items) => items.iter().find_map(dynamic_mapping),
         Value::Object(_) => Some(json!({"properties": {}})),
     }
 }
 
-fn check_value(path: &str, field: &mut Value, value: &Value, dynamic: &str) -> Result<bool, (String, String, String)> {
+fn check_value(
+    path: &str,
+    field: &mut Value,
+    value: &Value,
+    dynamic: &str,
+) -> Result<bool, (String, String, String)> {
     if let Value::Array(items) = value {
         let mut added = false;
         for item in items {
@@ -1428,18 +1943,30 @@ fn check_value(path: &str, field: &mut Value, value: &Value, dynamic: &str) -> R
     if value.is_null() {
         return Ok(false);
     }
-    let kind = field.get("type").and_then(Value::as_str).unwrap_or("object").to_string();
+    let kind = field
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("object")
+        .to_string();
     let preview = || {
         let text = scalar_string(value);
         text.chars().take(20).collect::<String>()
     };
     let bad = || Err((path.to_string(), kind.clone(), preview()));
-    let numeric = |v: &Value| v.is_number() || v.as_str().is_some_and(|s| s.trim().parse::<f64>().is_ok());
+    let numeric =
+        |v: &Value| v.is_number() || v.as_str().is_some_and(|s| s.trim().parse::<f64>().is_ok());
     match kind.as_str() {
         "object" | "nested" => match value {
             Value::Object(inner) => {
-                let dynamic = field.get("dynamic").map(scalar_string).unwrap_or_else(|| dynamic.to_string());
-                let properties = field.as_object_mut().unwrap().entry("properties").or_insert_with(|| json!({}));
+                let dynamic = field
+                    .get("dynamic")
+                    .map(scalar_string)
+                    .unwrap_or_else(|| dynamic.to_string());
+                let properties = field
+                    .as_object_mut()
+                    .unwrap()
+                    .entry("properties")
+                    .or_insert_with(|| json!({}));
                 map_object(path, properties, inner, &dynamic)
             }
             _ => Err((path.to_string(), kind.clone(), preview())),
@@ -1453,7 +1980,11 @@ fn check_value(path: &str, field: &mut Value, value: &Value, dynamic: &str) -> R
             if ok { Ok(false) } else { bad() }
         }
         "float" | "double" | "half_float" | "scaled_float" => {
-            if numeric(value) { Ok(false) } else { bad() }
+            if numeric(value) {
+                Ok(false)
+            } else {
+                bad()
+            }
         }
         "boolean" => match value {
             Value::Bool(_) => Ok(false),
@@ -1465,7 +1996,8 @@ fn check_value(path: &str, field: &mut Value, value: &Value, dynamic: &str) -> R
             Value::String(s) if parse_date(s) || s.parse::<i64>().is_ok() => Ok(false),
             _ => bad(),
         },
-        "keyword" | "text" | "match_only_text" | "wildcard" | "constant_keyword" | "search_as_you_type" => match value {
+        "keyword" | "text" | "match_only_text" | "wildcard" | "constant_keyword"
+        | "search_as_you_type" => match value {
             Value::Object(_) => bad(),
             _ => Ok(false),
         },
@@ -1481,7 +2013,9 @@ fn check_value(path: &str, field: &mut Value, value: &Value, dynamic: &str) -> R
                     matches!((lat, lon), (Some(lat), Some(lon)) if lat.abs() <= 90.0 && lon.abs() <= 180.0)
                 }
                 Value::String(s) => match s.split_once(',') {
-                    Some((lat, lon)) => lat.trim().parse::<f64>().is_ok() && lon.trim().parse::<f64>().is_ok(),
+                    Some((lat, lon)) => {
+                        lat.trim().parse::<f64>().is_ok() && lon.trim().parse::<f64>().is_ok()
+                    }
                     None => !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()),
                 },
                 _ => false,
@@ -1496,8 +2030,18 @@ fn check_value(path: &str, field: &mut Value, value: &Value, dynamic: &str) -> R
 /// `strict_date_optional_time`: `yyyy-MM-dd['T'HH:mm[:ss[.SSS]]][Z|±HH:mm]`.
 fn parse_date(text: &str) -> bool {
     let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| range.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
-    if b.len() < 10 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10) {
+    let digits = |range: std::ops::Range<usize>| {
+        range
+            .clone()
+            .all(|i| b.get(i).is_some_and(u8::is_ascii_digit))
+    };
+    if b.len() < 10
+        || !digits(0..4)
+        || b[4] != b'-'
+        || !digits(5..7)
+        || b[7] != b'-'
+        || !digits(8..10)
+    {
         return false;
     }
     let month: u32 = text[5..7].parse().unwrap();
@@ -1529,12 +2073,17 @@ fn parse_date(text: &str) -> bool {
         "" | "Z" => true,
         zone => {
             let z = zone.as_bytes();
-            z.len() == 6 && (z[0] == b'+' || z[0] == b'-') && z[3] == b':'
+            z.len() == 6
+                && (z[0] == b'+' || z[0] == b'-')
+                && z[3] == b':'
                 && z[1..3].iter().chain(&z[4..6]).all(u8::is_ascii_digit)
         }
     }
 }
 
 fn now_millis() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }

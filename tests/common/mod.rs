@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 pub mod drive_fake;
-pub mod fault_proxy;
 pub mod es_emulator;
+pub mod fault_proxy;
 pub mod fixtures;
 pub mod s3_server;
 pub mod tree;

@@ -81,7 +81,11 @@ impl S3Server {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                let name = path.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                let name = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 // s3s-fs keeps its own bookkeeping in dot-directories and ".metadata" files.
                 if name.split('/').any(|part| part.starts_with('.')) {
                     continue;

@@ -30,14 +30,28 @@ async fn the_s3_secret_never_enters_the_sink_plugin_memory() {
     );
     let mut sink = context.start_sink(&spec).await.unwrap();
     let marker = b"OBJECT-MARKER-SEEN-BY-THE-SINK-PLUGIN".repeat(1000);
-    runner::repository::put_bytes(&mut sink, "a/b", &marker, true).await.unwrap();
-    let back = runner::repository::get_bytes(&mut sink, "a/b").await.unwrap();
+    runner::repository::put_bytes(&mut sink, "a/b", &marker, true)
+        .await
+        .unwrap();
+    let back = runner::repository::get_bytes(&mut sink, "a/b")
+        .await
+        .unwrap();
     assert_eq!(back.as_deref(), Some(&marker[..]));
-    assert_eq!(server.objects("vault"), vec![("a/b".to_string(), marker.len() as u64)]);
+    assert_eq!(
+        server.objects("vault"),
+        vec![("a/b".to_string(), marker.len() as u64)]
+    );
 
     let memories = sink.linear_memories();
-    let contains = |needle: &[u8]| memories.iter().any(|m| m.windows(needle.len()).any(|w| w == needle));
-    assert!(contains(&marker[..64]), "the scan must see data the plugin handled");
+    let contains = |needle: &[u8]| {
+        memories
+            .iter()
+            .any(|m| m.windows(needle.len()).any(|w| w == needle))
+    };
+    assert!(
+        contains(&marker[..64]),
+        "the scan must see data the plugin handled"
+    );
     assert!(
         !contains(s3_server::SECRET_KEY.as_bytes()),
         "the S3 secret key was found in the sink plugin's memory"

@@ -57,10 +57,15 @@ pub struct InjectedHeader {
 
 impl InjectedHeader {
     pub fn new(origin: HttpGrant, name: http::HeaderName, value: &str) -> Result<Self, String> {
-        let mut value = http::HeaderValue::from_str(value)
-            .map_err(|_| format!("the {name} header for {origin} holds characters HTTP headers cannot carry"))?;
+        let mut value = http::HeaderValue::from_str(value).map_err(|_| {
+            format!("the {name} header for {origin} holds characters HTTP headers cannot carry")
+        })?;
         value.set_sensitive(true);
-        Ok(InjectedHeader { origin, name, value })
+        Ok(InjectedHeader {
+            origin,
+            name,
+            value,
+        })
     }
 }
 
@@ -74,7 +79,11 @@ pub struct HttpGrants {
 
 impl HttpGrants {
     pub fn new(grants: Vec<HttpGrant>, headers: Vec<InjectedHeader>, plugin: Arc<str>) -> Self {
-        HttpGrants { grants, headers, plugin }
+        HttpGrants {
+            grants,
+            headers,
+            plugin,
+        }
     }
 
     fn inject(&self, request: &mut http::Request<WasiBody>) {
@@ -85,7 +94,9 @@ impl HttpGrants {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         for header in &self.headers {
             if header.origin.allows(scheme, host, uri.port_u16()) {
-                request.headers_mut().insert(header.name.clone(), header.value.clone());
+                request
+                    .headers_mut()
+                    .insert(header.name.clone(), header.value.clone());
             }
         }
     }

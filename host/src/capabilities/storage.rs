@@ -292,7 +292,10 @@ impl Host for HostState {
     }
 
     async fn max_object_size(&mut self) -> wasmtime::Result<Option<u64>> {
-        Ok(self.storage.as_ref().and_then(|s| s.options.max_object_size))
+        Ok(self
+            .storage
+            .as_ref()
+            .and_then(|s| s.options.max_object_size))
     }
 
     async fn check(&mut self) -> wasmtime::Result<Result<(), Error>> {

@@ -147,7 +147,10 @@ fn describe_grants(grants: &StageGrants) -> Vec<String> {
         lines.push(format!("http {http}"));
     }
     for header in &grants.http_headers {
-        lines.push(format!("http {} gets its {} header from the host (the plugin never holds it)", header.origin, header.name));
+        lines.push(format!(
+            "http {} gets its {} header from the host (the plugin never holds it)",
+            header.origin, header.name
+        ));
     }
     for tcp in &grants.grants.tcp {
         lines.push(format!("tcp {tcp}"));

@@ -24,10 +24,14 @@ pub fn access(
         .parse()
         .map_err(|e| format!("`url` {url:?} is not a URL: {e}"))?;
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(format!("`url` {url:?} needs a scheme and a host, e.g. \"http://127.0.0.1:9200\""));
+        return Err(format!(
+            "`url` {url:?} needs a scheme and a host, e.g. \"http://127.0.0.1:9200\""
+        ));
     };
     if authority.as_str().contains('@') {
-        return Err("`url` must not carry credentials; use `api_key` or `username` and `password`".into());
+        return Err(
+            "`url` must not carry credentials; use `api_key` or `username` and `password`".into(),
+        );
     }
     let origin = HttpGrant::parse(&format!("{scheme}://{authority}"))
         .map_err(|e| format!("`url` {url:?}: {e}"))?;
@@ -36,9 +40,11 @@ pub fn access(
         let Some(value) = options.get(name) else {
             return Ok(None);
         };
-        let text = value
-            .as_str()
-            .ok_or_else(|| format!("`{name}` must be a string (a secret reference such as \"${{env:ES_API_KEY}}\")"))?;
+        let text = value.as_str().ok_or_else(|| {
+            format!(
+                "`{name}` must be a string (a secret reference such as \"${{env:ES_API_KEY}}\")"
+            )
+        })?;
         let location = Location::whole_file(format!("<option {name}>"));
         let template = SecretValueRef::parse(text, base_dir, &|_| location.clone())
             .map_err(|e| format!("`{name}`: {}", e.message))?;
@@ -54,8 +60,12 @@ pub fn access(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         )),
-        (Some(_), _, _) => return Err("set either `api_key` or `username` and `password`, not both".into()),
-        (None, _, _) => return Err("basic authentication needs both `username` and `password`".into()),
+        (Some(_), _, _) => {
+            return Err("set either `api_key` or `username` and `password`, not both".into());
+        }
+        (None, _, _) => {
+            return Err("basic authentication needs both `username` and `password`".into());
+        }
     };
     let header = header
         .map(|value| InjectedHeader::new(origin.clone(), http::header::AUTHORIZATION, &value))
@@ -97,11 +107,18 @@ mod tests {
         assert_eq!(origin.to_string(), "https://es.internal:9243");
         let header = header.unwrap();
         assert_eq!(header.name, http::header::AUTHORIZATION);
-        assert_eq!(header.value.to_str().unwrap(), "Basic ZWxhc3RpYzpjaGFuZ2VtZQ==");
+        assert_eq!(
+            header.value.to_str().unwrap(),
+            "Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="
+        );
         assert!(header.value.is_sensitive());
         assert!(!format!("{:?}", header.value).contains("ZWxh"));
 
-        let (_, none) = access(&options(json!({"url": "http://127.0.0.1:9200"})), dir.path()).unwrap();
+        let (_, none) = access(
+            &options(json!({"url": "http://127.0.0.1:9200"})),
+            dir.path(),
+        )
+        .unwrap();
         assert!(none.is_none());
     }
 
@@ -111,11 +128,26 @@ mod tests {
         for (value, why) in [
             (json!({}), "`url` must be set"),
             (json!({"url": "es.internal:9200"}), "needs a scheme"),
-            (json!({"url": "http://u:p@es:9200"}), "must not carry credentials"),
-            (json!({"url": "http://es:9200", "username": "a"}), "needs both"),
-            (json!({"url": "http://es:9200", "api_key": "k", "username": "a", "password": "b"}), "not both"),
-            (json!({"url": "http://es:9200", "api_key": "${env:RUNNER_TEST_SURELY_UNSET_VAR}"}), "is not set"),
-            (json!({"url": "http://es:9200", "api_key": 5}), "must be a string"),
+            (
+                json!({"url": "http://u:p@es:9200"}),
+                "must not carry credentials",
+            ),
+            (
+                json!({"url": "http://es:9200", "username": "a"}),
+                "needs both",
+            ),
+            (
+                json!({"url": "http://es:9200", "api_key": "k", "username": "a", "password": "b"}),
+                "not both",
+            ),
+            (
+                json!({"url": "http://es:9200", "api_key": "${env:RUNNER_TEST_SURELY_UNSET_VAR}"}),
+                "is not set",
+            ),
+            (
+                json!({"url": "http://es:9200", "api_key": 5}),
+                "must be a string",
+            ),
         ] {
             let err = access(&options(value.clone()), dir).err().unwrap();
             assert!(err.contains(why), "{value}: {err}");
@@ -124,8 +156,10 @@ mod tests {
 
     #[test]
     fn the_plugin_gets_credentials_as_written() {
-        let written = options(json!({"url": "http://es:9200", "api_key": "${env:ES_KEY}", "page_size": 10}));
-        let mut resolved = options(json!({"url": "http://es:9200", "api_key": "the-secret", "page_size": 10}));
+        let written =
+            options(json!({"url": "http://es:9200", "api_key": "${env:ES_KEY}", "page_size": 10}));
+        let mut resolved =
+            options(json!({"url": "http://es:9200", "api_key": "the-secret", "page_size": 10}));
         withhold(&written, &mut resolved);
         assert_eq!(resolved["api_key"], "${env:ES_KEY}");
         assert_eq!(resolved["page_size"], 10);

@@ -23,7 +23,9 @@ pub async fn check_sink(ctx: &Context) -> Result<serde_json::Value, RunError> {
     };
     let started = Instant::now();
     let mut sink = ctx.start_sink(&spec).await?;
-    sink.check().await.map_err(|e| fail("reaching the storage", &e))?;
+    sink.check()
+        .await
+        .map_err(|e| fail("reaching the storage", &e))?;
     let key = format!("{PROBE_PREFIX}/{}", hex::encode(rand::random::<[u8; 8]>()));
     let payload = rand::random::<[u8; 32]>();
     put_bytes(&mut sink, &key, &payload, true)

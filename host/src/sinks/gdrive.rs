@@ -40,10 +40,16 @@ pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
     match (&o.refresh_token, &o.access_token, &o.service_account_key) {
         (Some(refresh), None, None) => {
             let client_id = o.client_id.as_deref().ok_or_else(|| {
-                OptionError::new("refresh_token", "a refresh token needs `client_id` and `client_secret`")
+                OptionError::new(
+                    "refresh_token",
+                    "a refresh token needs `client_id` and `client_secret`",
+                )
             })?;
             let client_secret = o.client_secret.as_deref().ok_or_else(|| {
-                OptionError::new("refresh_token", "a refresh token needs `client_id` and `client_secret`")
+                OptionError::new(
+                    "refresh_token",
+                    "a refresh token needs `client_id` and `client_secret`",
+                )
             })?;
             b = b
                 .refresh_token(refresh)
@@ -80,8 +86,15 @@ pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
         }),
     };
     let policy = RetryPolicy::from_options(o.retries, o.timeout.as_deref())?;
-    let operator = http::operator(b, "gdrive", &policy, endpoint, drive_rate_limited, service_account)
-        .map_err(|e| OptionError::new("", format!("cannot open Google Drive storage: {e}")))?;
+    let operator = http::operator(
+        b,
+        "gdrive",
+        &policy,
+        endpoint,
+        drive_rate_limited,
+        service_account,
+    )
+    .map_err(|e| OptionError::new("", format!("cannot open Google Drive storage: {e}")))?;
     Ok(Storage::new(
         operator,
         StorageOptions {

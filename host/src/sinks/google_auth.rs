@@ -41,7 +41,9 @@ impl ServiceAccount {
         let file: KeyFile = serde_json::from_str(text)
             .map_err(|_| bad("`service_account_key` is not a service-account JSON key file"))?;
         if file.kind != "service_account" {
-            return Err(bad("`service_account_key` has \"type\" other than \"service_account\""));
+            return Err(bad(
+                "`service_account_key` has \"type\" other than \"service_account\"",
+            ));
         }
         let body: String = file
             .private_key
@@ -83,7 +85,10 @@ impl ServiceAccount {
             .append_pair("assertion", &self.assertion()?)
             .finish();
         let request = http::Request::post(&self.token_uri)
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .body(Buffer::from(body.into_bytes()))
             .map_err(|e| failure("cannot build the token request").set_source(e))?;
         let response = exchange(request).await?;

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use opendal::layers::{RetryInterceptor, RetryEvent, RetryLayer, TimeoutLayer};
+use opendal::layers::{RetryEvent, RetryInterceptor, RetryLayer, TimeoutLayer};
 use opendal::raw::oio::ReadStream;
 use opendal::{Buffer, HttpBody, HttpTransport, HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
@@ -36,7 +36,10 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The defaults, overridden by a sink's `retries` and `timeout` options.
-    pub fn from_options(retries: Option<usize>, timeout: Option<&str>) -> Result<Self, super::OptionError> {
+    pub fn from_options(
+        retries: Option<usize>,
+        timeout: Option<&str>,
+    ) -> Result<Self, super::OptionError> {
         let mut policy = RetryPolicy::default();
         if let Some(retries) = retries {
             policy.retries = retries;
@@ -90,8 +93,11 @@ pub fn operator(
     service_account: Option<Arc<ServiceAccount>>,
 ) -> opendal::Result<Operator> {
     let client = client(policy).map_err(|e| {
-        opendal::Error::new(opendal::ErrorKind::Unexpected, "cannot build the HTTP client")
-            .set_source(e)
+        opendal::Error::new(
+            opendal::ErrorKind::Unexpected,
+            "cannot build the HTTP client",
+        )
+        .set_source(e)
     })?;
     let transport = HttpTransporter::new(Transport {
         inner: ReqwestTransport::new(client),
@@ -155,7 +161,8 @@ impl Transport {
         let base = endpoint.base.as_str().trim_end_matches('/');
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         *req.uri_mut() = format!("{base}{path}").parse().map_err(|e| {
-            opendal::Error::new(opendal::ErrorKind::ConfigInvalid, "endpoint override").set_source(e)
+            opendal::Error::new(opendal::ErrorKind::ConfigInvalid, "endpoint override")
+                .set_source(e)
         })?;
         Ok(())
     }
@@ -176,7 +183,11 @@ impl HttpTransport for Transport {
         mut req: http::Request<Buffer>,
     ) -> opendal::Result<http::Response<HttpBody>> {
         if let Some(account) = &self.service_account
-            && req.uri().host() != http::Uri::try_from(account.token_uri()).ok().as_ref().and_then(|u| u.host())
+            && req.uri().host()
+                != http::Uri::try_from(account.token_uri())
+                    .ok()
+                    .as_ref()
+                    .and_then(|u| u.host())
         {
             let token = account
                 .access_token(|mut token_request| async move {
@@ -186,7 +197,8 @@ impl HttpTransport for Transport {
                 })
                 .await?;
             let value = format!("Bearer {token}").parse().map_err(|e| {
-                opendal::Error::new(opendal::ErrorKind::Unexpected, "access token header").set_source(e)
+                opendal::Error::new(opendal::ErrorKind::Unexpected, "access token header")
+                    .set_source(e)
             })?;
             req.headers_mut().insert(http::header::AUTHORIZATION, value);
         }
@@ -196,7 +208,8 @@ impl HttpTransport for Transport {
             let response = self.inner.fetch(clone_request(&req)).await?;
             let status = response.status();
             // Only error statuses can be rate limits; their bodies are small JSON/XML.
-            if !(status == http::StatusCode::TOO_MANY_REQUESTS || status == http::StatusCode::FORBIDDEN)
+            if !(status == http::StatusCode::TOO_MANY_REQUESTS
+                || status == http::StatusCode::FORBIDDEN)
             {
                 return Ok(response);
             }
@@ -216,7 +229,10 @@ impl HttpTransport for Transport {
             }
             let size = bytes.len() as u64;
             let stream = futures::stream::once(futures::future::ready(Ok(bytes)));
-            return Ok(http::Response::from_parts(parts, HttpBody::new(stream, Some(size))));
+            return Ok(http::Response::from_parts(
+                parts,
+                HttpBody::new(stream, Some(size)),
+            ));
         }
     }
 }

@@ -99,7 +99,9 @@ pub(super) fn open(o: S3Options) -> Result<Storage, OptionError> {
         (None, None) => {}
         (Some("AES256"), None) => b = b.server_side_encryption_with_s3_key(),
         (Some("aws:kms"), None) => b = b.server_side_encryption_with_aws_managed_kms_key(),
-        (Some("aws:kms"), Some(key)) => b = b.server_side_encryption_with_customer_managed_kms_key(key),
+        (Some("aws:kms"), Some(key)) => {
+            b = b.server_side_encryption_with_customer_managed_kms_key(key)
+        }
         (_, Some(_)) => {
             return Err(OptionError::new(
                 "sse_kms_key_id",
@@ -135,7 +137,15 @@ pub(super) fn open(o: S3Options) -> Result<Storage, OptionError> {
             concurrent_parts: o.concurrency.unwrap_or(1).max(1),
             if_absent_by_stat: !o.conditional_writes,
         },
-        format!("s3 bucket {}{}", o.bucket, if o.prefix.is_empty() { String::new() } else { format!(" prefix {}", o.prefix) }),
+        format!(
+            "s3 bucket {}{}",
+            o.bucket,
+            if o.prefix.is_empty() {
+                String::new()
+            } else {
+                format!(" prefix {}", o.prefix)
+            }
+        ),
     ))
 }
 

@@ -30,7 +30,10 @@ struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { key: "data".into(), segment_size: DEFAULT_SEGMENT }
+        Config {
+            key: "data".into(),
+            segment_size: DEFAULT_SEGMENT,
+        }
     }
 }
 
@@ -47,10 +50,16 @@ impl Plugin for AesGcm {
 
     fn new(config: Config) -> Result<Self> {
         if !(1024..=16 * 1024 * 1024).contains(&config.segment_size) {
-            return Err(Error::config_field("segment_size", "must be between 1024 and 16777216 bytes"));
+            return Err(Error::config_field(
+                "segment_size",
+                "must be between 1024 and 16777216 bytes",
+            ));
         }
         let key = keys::get_key(&config.key)?;
-        Ok(AesGcm { key: Rc::new(key), segment_size: config.segment_size })
+        Ok(AesGcm {
+            key: Rc::new(key),
+            segment_size: config.segment_size,
+        })
     }
 }
 
@@ -120,7 +129,9 @@ impl Transform for AesGcm {
 
 impl Sealer {
     fn seal(&mut self, plaintext: &[u8], last: bool, output: &mut Vec<u8>) -> Result<()> {
-        let sealed = self.key.seal(&associated_data(&self.id, self.index, last), plaintext)?;
+        let sealed = self
+            .key
+            .seal(&associated_data(&self.id, self.index, last), plaintext)?;
         output.extend_from_slice(&sealed);
         self.index += 1;
         Ok(())

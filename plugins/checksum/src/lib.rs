@@ -66,7 +66,10 @@ impl Encoder for Hashing {
     }
 
     fn finish(&mut self, _: &mut Vec<u8>) -> Result<Metadata> {
-        Ok(vec![("sha256".into(), self.digest()), ("size".into(), self.len.to_string())])
+        Ok(vec![
+            ("sha256".into(), self.digest()),
+            ("size".into(), self.len.to_string()),
+        ])
     }
 }
 

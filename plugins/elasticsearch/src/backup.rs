@@ -8,9 +8,9 @@ use runner_sdk::{Artifact, ArtifactReader, BackupSession, Error, Metadata, Resul
 use serde_json::{Value, json, value::RawValue};
 use waki::Method;
 
+use crate::Settings;
 use crate::client::{Cluster, ClusterVersion};
 use crate::meta::{self, IndexMeta, Part};
-use crate::Settings;
 
 /// One backup: every selected index, each with its own consistent view opened at begin.
 pub struct EsBackup {
@@ -40,9 +40,17 @@ struct IndexView {
 /// Where reading an index's documents stands.
 enum Cursor {
     /// Elasticsearch ≥ 7.12: point in time, `_shard_doc` order, `search_after`.
-    Pit { id: String, after: Option<Vec<Value>>, done: bool },
+    Pit {
+        id: String,
+        after: Option<Vec<Value>>,
+        done: bool,
+    },
     /// Older clusters and OpenSearch: a scroll whose first page came with its opening.
-    Scroll { id: Option<String>, first: Option<Vec<u8>>, done: bool },
+    Scroll {
+        id: Option<String>,
+        first: Option<Vec<u8>>,
+        done: bool,
+    },
     Closed,
 }
 
@@ -50,21 +58,47 @@ impl EsBackup {
     pub fn begin(settings: Rc<Settings>) -> Result<Self> {
         let cluster = Rc::new(settings.cluster());
         let version = cluster.version()?;
-        let patterns = if settings.indices.is_empty() { vec!["*".to_string()] } else { settings.indices.clone() };
-        let listed = cluster.json(Method::Get, &format!("/{}?expand_wildcards=open", patterns.join(",")), None)?;
-        let listed = listed.as_object().ok_or_else(|| Error::permanent("GET /{indices}: expected an object of indices"))?;
+        let patterns = if settings.indices.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            settings.indices.clone()
+        };
+        let listed = cluster.json(
+            Method::Get,
+            &format!("/{}?expand_wildcards=open", patterns.join(",")),
+            None,
+        )?;
+        let listed = listed
+            .as_object()
+            .ok_or_else(|| Error::permanent("GET /{indices}: expected an object of indices"))?;
         // System and internal indices (".security", ".kibana_1", …) only when asked for by name.
         let wants_dot = patterns.iter().any(|p| p.starts_with('.'));
-        let mut names: Vec<&String> = listed.keys().filter(|n| wants_dot || !n.starts_with('.')).collect();
+        let mut names: Vec<&String> = listed
+            .keys()
+            .filter(|n| wants_dot || !n.starts_with('.'))
+            .collect();
         names.sort();
         if names.is_empty() {
             return Err(Error::config_field(
                 "indices",
-                format!("no open index matches {} on {}", patterns.join(", "), settings.url),
+                format!(
+                    "no open index matches {} on {}",
+                    patterns.join(", "),
+                    settings.url
+                ),
             ));
         }
-        let keeper = Rc::new(RefCell::new(KeepAlive { cursors: Vec::new(), last: std::time::Instant::now() }));
-        let mut backup = EsBackup { settings: settings.clone(), cluster, version, indices: Vec::new(), keeper };
+        let keeper = Rc::new(RefCell::new(KeepAlive {
+            cursors: Vec::new(),
+            last: std::time::Instant::now(),
+        }));
+        let mut backup = EsBackup {
+            settings: settings.clone(),
+            cluster,
+            version,
+            indices: Vec::new(),
+            keeper,
+        };
         for name in names {
             let meta = IndexMeta::from_get_index(name, &listed[name.as_str()], &backup.version)?;
             // Keep what is already open closable if a later index fails.
@@ -76,16 +110,32 @@ impl EsBackup {
                 }
             };
             let cursor = Rc::new(RefCell::new(cursor));
-            backup.keeper.borrow_mut().cursors.push((name.clone(), cursor.clone()));
-            backup.indices.push(IndexView { meta, documents, cursor });
+            backup
+                .keeper
+                .borrow_mut()
+                .cursors
+                .push((name.clone(), cursor.clone()));
+            backup.indices.push(IndexView {
+                meta,
+                documents,
+                cursor,
+            });
         }
         runner_sdk::info!(
             "{} {}: {} index(es) at one point in time each ({}); credentials: {}",
             backup.version.distribution,
             backup.version.number,
             backup.indices.len(),
-            if backup.version.has_point_in_time() { "point in time" } else { "scroll" },
-            settings.credentials.as_deref().map(|c| format!("{c}, sent by the host")).unwrap_or_else(|| "none".into())
+            if backup.version.has_point_in_time() {
+                "point in time"
+            } else {
+                "scroll"
+            },
+            settings
+                .credentials
+                .as_deref()
+                .map(|c| format!("{c}, sent by the host"))
+                .unwrap_or_else(|| "none".into())
         );
         Ok(backup)
     }
@@ -94,19 +144,33 @@ impl EsBackup {
     fn open_view(&self, index: &str) -> Result<(Cursor, u64)> {
         let keep_alive = &self.settings.keep_alive;
         if self.version.has_point_in_time() {
-            let opened = self.cluster.json(Method::Post, &format!("/{index}/_pit?keep_alive={keep_alive}"), None)?;
+            let opened = self.cluster.json(
+                Method::Post,
+                &format!("/{index}/_pit?keep_alive={keep_alive}"),
+                None,
+            )?;
             let id = opened
                 .get("id")
                 .and_then(Value::as_str)
-                .ok_or_else(|| Error::permanent(format!("POST /{index}/_pit: no `id` in the answer")))?
+                .ok_or_else(|| {
+                    Error::permanent(format!("POST /{index}/_pit: no `id` in the answer"))
+                })?
                 .to_string();
             let counted = self.cluster.json(
                 Method::Post,
                 "/_search",
                 Some(&json!({"size": 0, "track_total_hits": true, "pit": {"id": id, "keep_alive": keep_alive}})),
             )?;
-            let documents = total_hits(&counted).ok_or_else(|| Error::permanent("POST /_search: no hits.total"))?;
-            Ok((Cursor::Pit { id, after: None, done: false }, documents))
+            let documents = total_hits(&counted)
+                .ok_or_else(|| Error::permanent("POST /_search: no hits.total"))?;
+            Ok((
+                Cursor::Pit {
+                    id,
+                    after: None,
+                    done: false,
+                },
+                documents,
+            ))
         } else {
             let mut body = json!({"size": self.settings.page_size, "sort": ["_doc"]});
             if self.version.major >= 7 || self.version.distribution == "opensearch" {
@@ -116,13 +180,28 @@ impl EsBackup {
             let encoded = body.to_string();
             let first = self
                 .cluster
-                .send_retrying(Method::Post, &path, Some((encoded.as_bytes(), "application/json")))?
+                .send_retrying(
+                    Method::Post,
+                    &path,
+                    Some((encoded.as_bytes(), "application/json")),
+                )?
                 .map_err(|f| f.into_error(&format!("POST /{index}/_search?scroll")))?;
             let page: Value = serde_json::from_slice(&first)
                 .map_err(|e| Error::permanent(format!("POST /{index}/_search: not JSON: {e}")))?;
-            let documents = total_hits(&page).ok_or_else(|| Error::permanent("POST /_search: no hits.total"))?;
-            let id = page.get("_scroll_id").and_then(Value::as_str).map(str::to_string);
-            Ok((Cursor::Scroll { id, first: Some(first), done: false }, documents))
+            let documents = total_hits(&page)
+                .ok_or_else(|| Error::permanent("POST /_search: no hits.total"))?;
+            let id = page
+                .get("_scroll_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            Ok((
+                Cursor::Scroll {
+                    id,
+                    first: Some(first),
+                    done: false,
+                },
+                documents,
+            ))
         }
     }
 
@@ -132,10 +211,17 @@ impl EsBackup {
         for view in &self.indices {
             let cursor = std::mem::replace(&mut *view.cursor.borrow_mut(), Cursor::Closed);
             let closed = match cursor {
-                Cursor::Pit { id, .. } => self.cluster.json(Method::Delete, "/_pit", Some(&json!({"id": id}))).map(drop),
+                Cursor::Pit { id, .. } => self
+                    .cluster
+                    .json(Method::Delete, "/_pit", Some(&json!({"id": id})))
+                    .map(drop),
                 Cursor::Scroll { id: Some(id), .. } => self
                     .cluster
-                    .json(Method::Delete, "/_search/scroll", Some(&json!({"scroll_id": [id]})))
+                    .json(
+                        Method::Delete,
+                        "/_search/scroll",
+                        Some(&json!({"scroll_id": [id]})),
+                    )
                     .map(drop),
                 _ => Ok(()),
             };
@@ -158,7 +244,10 @@ impl BackupSession for EsBackup {
         for view in &self.indices {
             let base = vec![
                 ("index".to_string(), view.meta.index.clone()),
-                ("cluster_version".to_string(), format!("{} {}", self.version.distribution, self.version.number)),
+                (
+                    "cluster_version".to_string(),
+                    format!("{} {}", self.version.distribution, self.version.number),
+                ),
             ];
             artifacts.push(Artifact {
                 name: format!("{}/meta", view.meta.index),
@@ -171,7 +260,12 @@ impl BackupSession for EsBackup {
             metadata.push(("documents".to_string(), view.documents.to_string()));
             metadata.push((
                 "consistency".to_string(),
-                if self.version.has_point_in_time() { "point-in-time" } else { "scroll" }.to_string(),
+                if self.version.has_point_in_time() {
+                    "point-in-time"
+                } else {
+                    "scroll"
+                }
+                .to_string(),
             ));
             artifacts.push(Artifact {
                 name: format!("{}/documents", view.meta.index),
@@ -190,7 +284,9 @@ impl BackupSession for EsBackup {
             .indices
             .iter()
             .find(|v| v.meta.index == index)
-            .ok_or_else(|| Error::not_found(format!("no artifact named {name:?} in this backup")))?;
+            .ok_or_else(|| {
+                Error::not_found(format!("no artifact named {name:?} in this backup"))
+            })?;
         Ok(match part {
             Part::Meta => {
                 let mut bytes = serde_json::to_vec(&view.meta).map_err(Error::internal)?;
@@ -327,11 +423,19 @@ impl DocumentsReader {
                 continue;
             }
             let mut cursor = cursor.borrow_mut();
-            if let Cursor::Pit { id, done: false, .. } = &mut *cursor {
+            if let Cursor::Pit {
+                id, done: false, ..
+            } = &mut *cursor
+            {
                 let body = json!({"size": 0, "track_total_hits": false, "pit": {"id": id, "keep_alive": self.settings.keep_alive}});
-                let answer = self.cluster.json(Method::Post, "/_search", Some(&body)).map_err(|e| {
-                    Error::permanent(format!("keeping the point in time of {index} alive: {e:?}"))
-                })?;
+                let answer = self
+                    .cluster
+                    .json(Method::Post, "/_search", Some(&body))
+                    .map_err(|e| {
+                        Error::permanent(format!(
+                            "keeping the point in time of {index} alive: {e:?}"
+                        ))
+                    })?;
                 if let Some(new_id) = answer.get("pit_id").and_then(Value::as_str) {
                     *id = new_id.to_string();
                 }
@@ -347,7 +451,12 @@ impl DocumentsReader {
         let size = self.settings.page_size;
         let mut cursor = self.cursor.borrow_mut();
         let bytes = match &mut *cursor {
-            Cursor::Closed => return Err(Error::invalid_input(format!("index {}: the backup session is closed", self.index))),
+            Cursor::Closed => {
+                return Err(Error::invalid_input(format!(
+                    "index {}: the backup session is closed",
+                    self.index
+                )));
+            }
             Cursor::Pit { done: true, .. } | Cursor::Scroll { done: true, .. } => return Ok(false),
             Cursor::Pit { id, after, .. } => {
                 let mut body = json!({
@@ -361,22 +470,35 @@ impl DocumentsReader {
                 }
                 let encoded = body.to_string();
                 self.cluster
-                    .send_retrying(Method::Post, "/_search", Some((encoded.as_bytes(), "application/json")))?
-                    .map_err(|f| f.into_error(&format!("searching {} at its point in time", self.index)))?
+                    .send_retrying(
+                        Method::Post,
+                        "/_search",
+                        Some((encoded.as_bytes(), "application/json")),
+                    )?
+                    .map_err(|f| {
+                        f.into_error(&format!("searching {} at its point in time", self.index))
+                    })?
             }
             Cursor::Scroll { id, first, .. } => match first.take() {
                 Some(first) => first,
                 None => {
-                    let Some(scroll_id) = id.clone() else { return Ok(false) };
+                    let Some(scroll_id) = id.clone() else {
+                        return Ok(false);
+                    };
                     let body = json!({"scroll": keep_alive, "scroll_id": scroll_id}).to_string();
                     self.cluster
-                        .send_retrying(Method::Post, "/_search/scroll", Some((body.as_bytes(), "application/json")))?
+                        .send_retrying(
+                            Method::Post,
+                            "/_search/scroll",
+                            Some((body.as_bytes(), "application/json")),
+                        )?
                         .map_err(|f| f.into_error(&format!("scrolling {}", self.index)))?
                 }
             },
         };
-        let page: Page = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::permanent(format!("searching {}: unexpected answer: {e}", self.index)))?;
+        let page: Page = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::permanent(format!("searching {}: unexpected answer: {e}", self.index))
+        })?;
         self.page.clear();
         self.at = 0;
         let count = page.hits.hits.len();
@@ -415,7 +537,10 @@ impl DocumentsReader {
                 *done = count < size as usize;
                 if count > 0 {
                     *after = Some(last_sort.ok_or_else(|| {
-                        Error::permanent(format!("searching {}: hits carry no sort values", self.index))
+                        Error::permanent(format!(
+                            "searching {}: hits carry no sort values",
+                            self.index
+                        ))
                     })?);
                 }
             }

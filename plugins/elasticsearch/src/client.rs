@@ -39,13 +39,26 @@ impl Failure {
         let error = parsed.as_ref().and_then(|v| v.get("error"));
         let (kind, reason) = match error {
             Some(Value::Object(e)) => (
-                e.get("type").and_then(Value::as_str).unwrap_or("error").to_string(),
-                e.get("reason").and_then(Value::as_str).unwrap_or("").to_string(),
+                e.get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_string(),
+                e.get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
             ),
             Some(Value::String(s)) => ("error".to_string(), s.clone()),
-            _ => ("http".to_string(), String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()),
+            _ => (
+                "http".to_string(),
+                String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            ),
         };
-        Failure { status, kind, reason }
+        Failure {
+            status,
+            kind,
+            reason,
+        }
     }
 
     pub fn retryable(&self) -> bool {
@@ -53,7 +66,10 @@ impl Failure {
     }
 
     pub fn into_error(self, what: &str) -> Error {
-        let message = format!("{what}: HTTP {} {}: {}", self.status, self.kind, self.reason);
+        let message = format!(
+            "{what}: HTTP {} {}: {}",
+            self.status, self.kind, self.reason
+        );
         match self.status {
             401 | 403 => Error::AccessDenied(message),
             404 => Error::not_found(message),
@@ -73,7 +89,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(url: &str, max_retries: u32) -> Self {
-        Cluster { base: url.trim_end_matches('/').to_string(), client: Client::new(), max_retries }
+        Cluster {
+            base: url.trim_end_matches('/').to_string(),
+            client: Client::new(),
+            max_retries,
+        }
     }
 
     /// One request; `Err(Failure)` for a non-2xx answer, `Error` when the cluster could not be reached.
@@ -84,11 +104,22 @@ impl Cluster {
         body: Option<(&[u8], &str)>,
     ) -> Result<std::result::Result<Vec<u8>, Failure>> {
         let url = format!("{}{}", self.base, path);
-        let mut request = self.client.request(method.clone(), &url).connect_timeout(Duration::from_secs(30));
+        let mut request = self
+            .client
+            .request(method.clone(), &url)
+            .connect_timeout(Duration::from_secs(30));
         if let Some((bytes, content_type)) = body {
-            request = request.header("content-type", content_type).body(bytes.to_vec());
+            request = request
+                .header("content-type", content_type)
+                .body(bytes.to_vec());
         }
-        let what = || format!("{} {}", method_name(&method), path.split('?').next().unwrap_or(path));
+        let what = || {
+            format!(
+                "{} {}",
+                method_name(&method),
+                path.split('?').next().unwrap_or(path)
+            )
+        };
         let response = request.send().map_err(|e| transport_error(&what(), &e))?;
         let status = response.status_code();
         let bytes = response.body().map_err(|e| transport_error(&what(), &e))?;
@@ -125,18 +156,31 @@ impl Cluster {
 
     /// A JSON request (retried on 429/503) whose 2xx body is parsed.
     pub fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let what = format!("{} {}", method_name(&method), path.split('?').next().unwrap_or(path));
+        let what = format!(
+            "{} {}",
+            method_name(&method),
+            path.split('?').next().unwrap_or(path)
+        );
         let encoded = body.map(|b| b.to_string());
         let bytes = self
-            .send_retrying(method, path, encoded.as_deref().map(|b| (b.as_bytes(), "application/json")))?
+            .send_retrying(
+                method,
+                path,
+                encoded
+                    .as_deref()
+                    .map(|b| (b.as_bytes(), "application/json")),
+            )?
             .map_err(|f| f.into_error(&what))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::permanent(format!("{what}: the answer is not JSON: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::permanent(format!("{what}: the answer is not JSON: {e}")))
     }
 
     /// `GET /`: the version, which decides how the cluster is read.
     pub fn version(&self) -> Result<ClusterVersion> {
         let info = self.json(Method::Get, "/", None)?;
-        let version = info.get("version").ok_or_else(|| Error::permanent("GET /: no `version` in the answer"))?;
+        let version = info
+            .get("version")
+            .ok_or_else(|| Error::permanent("GET /: no `version` in the answer"))?;
         let number = version
             .get("number")
             .and_then(Value::as_str)
@@ -147,24 +191,37 @@ impl Cluster {
             .and_then(Value::as_str)
             .unwrap_or("elasticsearch")
             .to_string();
-        let mut parts = number.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+        let mut parts = number
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         if distribution == "elasticsearch" && major < 5 {
-            return Err(Error::unsupported(format!("Elasticsearch {number} is too old (5.0 or later is supported)")));
+            return Err(Error::unsupported(format!(
+                "Elasticsearch {number} is too old (5.0 or later is supported)"
+            )));
         }
-        Ok(ClusterVersion { number, distribution, major, minor })
+        Ok(ClusterVersion {
+            number,
+            distribution,
+            major,
+            minor,
+        })
     }
 }
 
 /// 100 ms, 200 ms, 400 ms, … capped at 10 s.
 pub fn backoff(attempt: u32) {
-    std::thread::sleep(Duration::from_millis((100u64 << attempt.min(7)).min(10_000)));
+    std::thread::sleep(Duration::from_millis(
+        (100u64 << attempt.min(7)).min(10_000),
+    ));
 }
 
 fn transport_error(what: &str, e: &impl std::fmt::Display) -> Error {
     let text = format!("{e:#}");
     if text.contains("HttpRequestDenied") {
-        Error::AccessDenied(format!("{what}: the host refused the request (the URL is not granted): {text}"))
+        Error::AccessDenied(format!(
+            "{what}: the host refused the request (the URL is not granted): {text}"
+        ))
     } else {
         Error::retryable(format!("{what}: cannot reach the cluster: {text}"))
     }

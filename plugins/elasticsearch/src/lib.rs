@@ -140,27 +140,42 @@ struct Elasticsearch {
 
 impl Plugin for Elasticsearch {
     const NAME: &'static str = "elasticsearch";
-    const DESCRIPTION: &'static str = "Elasticsearch/OpenSearch indices: settings, mappings, aliases, documents";
+    const DESCRIPTION: &'static str =
+        "Elasticsearch/OpenSearch indices: settings, mappings, aliases, documents";
     type Config = Config;
 
     fn new(config: Config) -> Result<Self> {
         if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-            return Err(Error::config_field("url", "expected http://host:port or https://host:port"));
+            return Err(Error::config_field(
+                "url",
+                "expected http://host:port or https://host:port",
+            ));
         }
         if !(1..=10_000).contains(&config.page_size) {
-            return Err(Error::config_field("page_size", "expected 1 to 10000 documents per page"));
+            return Err(Error::config_field(
+                "page_size",
+                "expected 1 to 10000 documents per page",
+            ));
         }
         if config.batch_docs == 0 {
-            return Err(Error::config_field("batch_docs", "expected at least 1 document per bulk request"));
+            return Err(Error::config_field(
+                "batch_docs",
+                "expected at least 1 document per bulk request",
+            ));
         }
         if config.batch_bytes < 1024 {
-            return Err(Error::config_field("batch_bytes", "expected at least 1024 bytes per bulk request"));
+            return Err(Error::config_field(
+                "batch_bytes",
+                "expected at least 1024 bytes per bulk request",
+            ));
         }
         for (i, pattern) in config.indices.iter().enumerate() {
             if pattern.is_empty() || pattern.contains([',', '/', ' ', '"', '\\', '?', '#']) {
                 return Err(Error::config_field(
                     format!("indices[{i}]"),
-                    format!("{pattern:?} is not an index name or pattern (letters, digits, -, _, ., *)"),
+                    format!(
+                        "{pattern:?} is not an index name or pattern (letters, digits, -, _, ., *)"
+                    ),
                 ));
             }
         }
@@ -170,12 +185,26 @@ impl Plugin for Elasticsearch {
             _ => None,
         };
         let prefix = config.target_prefix.unwrap_or_default();
-        if prefix.chars().any(|c| c.is_ascii_uppercase() || matches!(c, ',' | '/' | ' ' | '*' | '?' | '"' | '#')) {
-            return Err(Error::config_field("target_prefix", "index names are lowercase without , / * ? \" # or spaces"));
+        if prefix
+            .chars()
+            .any(|c| c.is_ascii_uppercase() || matches!(c, ',' | '/' | ' ' | '*' | '?' | '"' | '#'))
+        {
+            return Err(Error::config_field(
+                "target_prefix",
+                "index names are lowercase without , / * ? \" # or spaces",
+            ));
         }
         let keep_alive = config.keep_alive;
-        if keep_alive.is_empty() || !keep_alive.trim_end_matches(char::is_alphabetic).chars().all(|c| c.is_ascii_digit()) {
-            return Err(Error::config_field("keep_alive", "expected a time value such as \"5m\" or \"90s\""));
+        if keep_alive.is_empty()
+            || !keep_alive
+                .trim_end_matches(char::is_alphabetic)
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        {
+            return Err(Error::config_field(
+                "keep_alive",
+                "expected a time value such as \"5m\" or \"90s\"",
+            ));
         }
         Ok(Elasticsearch {
             settings: Rc::new(Settings {

@@ -35,7 +35,11 @@ pub struct IndexMeta {
 
 impl IndexMeta {
     /// From one entry of `GET /{index}` (`{"aliases", "mappings", "settings"}`).
-    pub fn from_get_index(index: &str, entry: &Value, version: &crate::client::ClusterVersion) -> Result<Self> {
+    pub fn from_get_index(
+        index: &str,
+        entry: &Value,
+        version: &crate::client::ClusterVersion,
+    ) -> Result<Self> {
         let field = |name: &str| {
             entry
                 .get(name)
@@ -64,14 +68,19 @@ impl IndexMeta {
     }
 
     pub fn renamed_aliases(&self, prefix: &str) -> Map<String, Value> {
-        self.aliases.iter().map(|(name, spec)| (format!("{prefix}{name}"), spec.clone())).collect()
+        self.aliases
+            .iter()
+            .map(|(name, spec)| (format!("{prefix}{name}"), spec.clone()))
+            .collect()
     }
 }
 
 /// Removes cluster-assigned settings in place, from nested (`{"index": {...}}`) or flat
 /// (`"index.uuid"`) form, and the objects they leave empty.
 pub fn strip_assigned(settings: &mut Value) {
-    let Some(top) = settings.as_object_mut() else { return };
+    let Some(top) = settings.as_object_mut() else {
+        return;
+    };
     for path in ASSIGNED_SETTINGS {
         top.remove(&format!("index.{path}"));
         if let Some(index) = top.get_mut("index") {
@@ -81,7 +90,9 @@ pub fn strip_assigned(settings: &mut Value) {
 }
 
 fn remove_path(value: &mut Value, path: &[&str]) {
-    let Some(object) = value.as_object_mut() else { return };
+    let Some(object) = value.as_object_mut() else {
+        return;
+    };
     match path {
         [] => {}
         [last] => {

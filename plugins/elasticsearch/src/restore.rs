@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use runner_sdk::{
-    Artifact, ArtifactWriter, Error, MetadataExt, RestoreMode, RestoreOptions, RestoreReport, RestoreSession, Result,
+    Artifact, ArtifactWriter, Error, MetadataExt, RestoreMode, RestoreOptions, RestoreReport,
+    RestoreSession, Result,
 };
 use serde_json::{Value, json, value::RawValue};
 use waki::Method;
 
+use crate::Settings;
 use crate::client::{Cluster, backoff};
 use crate::meta::{self, IndexMeta, Part};
-use crate::Settings;
 
 /// Failed documents listed per index in the error; the rest are counted.
 const MAX_LISTED_FAILURES: usize = 20;
@@ -58,8 +59,14 @@ impl EsRestore {
         let cluster = Rc::new(settings.cluster());
         // Checks the URL, the credentials and that this is a cluster before anything is written.
         let version = cluster.version()?;
-        let prefix = options.target.clone().unwrap_or_else(|| settings.target_prefix.clone());
-        if prefix.chars().any(|c| c.is_ascii_uppercase() || matches!(c, ',' | '/' | ' ' | '*' | '?' | '"' | '#')) {
+        let prefix = options
+            .target
+            .clone()
+            .unwrap_or_else(|| settings.target_prefix.clone());
+        if prefix
+            .chars()
+            .any(|c| c.is_ascii_uppercase() || matches!(c, ',' | '/' | ' ' | '*' | '?' | '"' | '#'))
+        {
             return Err(Error::config(format!(
                 "restore target {prefix:?} is used as an index name prefix: lowercase, without , / * ? \" # or spaces"
             )));
@@ -68,8 +75,16 @@ impl EsRestore {
             "restoring into {} {} ({}{})",
             version.distribution,
             version.number,
-            if matches!(options.mode, RestoreMode::Replace) { "replace" } else { "merge" },
-            if prefix.is_empty() { String::new() } else { format!(", index names prefixed with {prefix:?}") }
+            if matches!(options.mode, RestoreMode::Replace) {
+                "replace"
+            } else {
+                "merge"
+            },
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!(", index names prefixed with {prefix:?}")
+            }
         );
         Ok(EsRestore {
             shared: Rc::new(RefCell::new(Shared {
@@ -122,7 +137,11 @@ impl Shared {
             index.load_index = Some(target);
         } else if replace {
             let staging = format!("{target}-restore-{}", now_millis());
-            cluster.json(Method::Put, &format!("/{staging}"), Some(&meta.create_body(&prefix, false)))?;
+            cluster.json(
+                Method::Put,
+                &format!("/{staging}"),
+                Some(&meta.create_body(&prefix, false)),
+            )?;
             index.staging = Some(staging.clone());
             index.load_index = Some(staging);
         } else {
@@ -130,7 +149,11 @@ impl Shared {
                 Ok(_) => {}
                 Err(f) if f.status == 404 => {
                     cluster
-                        .json(Method::Put, &format!("/{target}"), Some(&meta.create_body(&prefix, true)))
+                        .json(
+                            Method::Put,
+                            &format!("/{target}"),
+                            Some(&meta.create_body(&prefix, true)),
+                        )
                         .map_err(|e| context(e, &format!("creating index {target}")))?;
                 }
                 Err(f) => return Err(f.into_error(&format!("GET /{target}/_mapping"))),
@@ -155,7 +178,10 @@ impl Shared {
             index.restored += batch.len() as u64;
             return Ok(());
         }
-        let load = index.load_index.clone().expect("load index set before documents");
+        let load = index
+            .load_index
+            .clone()
+            .expect("load index set before documents");
         let mut pending: Vec<&Doc> = batch.iter().collect();
         let mut attempt = 0;
         while !pending.is_empty() {
@@ -171,18 +197,33 @@ impl Shared {
                 body.push(b'\n');
             }
             let answer = cluster
-                .send_retrying(Method::Post, "/_bulk", Some((&body, "application/x-ndjson")))?
+                .send_retrying(
+                    Method::Post,
+                    "/_bulk",
+                    Some((&body, "application/x-ndjson")),
+                )?
                 .map_err(|f| f.into_error(&format!("bulk indexing into {load}")))?;
-            let answer: Value = serde_json::from_slice(&answer)
-                .map_err(|e| Error::permanent(format!("bulk indexing into {load}: the answer is not JSON: {e}")))?;
+            let answer: Value = serde_json::from_slice(&answer).map_err(|e| {
+                Error::permanent(format!(
+                    "bulk indexing into {load}: the answer is not JSON: {e}"
+                ))
+            })?;
             let items = answer
                 .get("items")
                 .and_then(Value::as_array)
                 .filter(|items| items.len() == pending.len())
-                .ok_or_else(|| Error::permanent(format!("bulk indexing into {load}: expected one item per document")))?;
+                .ok_or_else(|| {
+                    Error::permanent(format!(
+                        "bulk indexing into {load}: expected one item per document"
+                    ))
+                })?;
             let mut refused = Vec::new();
             for (doc, item) in pending.iter().zip(items) {
-                let outcome = item.as_object().and_then(|o| o.values().next()).cloned().unwrap_or(Value::Null);
+                let outcome = item
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 let status = outcome.get("status").and_then(Value::as_u64).unwrap_or(0);
                 if (200..300).contains(&status) {
                     index.restored += 1;
@@ -190,9 +231,17 @@ impl Shared {
                     refused.push(*doc);
                 } else {
                     let error = outcome.get("error");
-                    let kind = error.and_then(|e| e.get("type")).and_then(Value::as_str).unwrap_or("error");
-                    let reason = error.and_then(|e| e.get("reason")).and_then(Value::as_str).unwrap_or("");
-                    index.failed.push((doc.id.clone(), format!("HTTP {status} {kind}: {reason}")));
+                    let kind = error
+                        .and_then(|e| e.get("type"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("error");
+                    let reason = error
+                        .and_then(|e| e.get("reason"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    index
+                        .failed
+                        .push((doc.id.clone(), format!("HTTP {status} {kind}: {reason}")));
                 }
             }
             if !refused.is_empty() {
@@ -212,7 +261,10 @@ impl Shared {
         }
         for index in self.indices.values_mut() {
             if let Some(staging) = index.staging.take() {
-                if let Err(e) = self.cluster.json(Method::Delete, &format!("/{staging}"), None) {
+                if let Err(e) = self
+                    .cluster
+                    .json(Method::Delete, &format!("/{staging}"), None)
+                {
                     runner_sdk::warn!("could not delete the unused index {staging}: {e:?}");
                 }
             }
@@ -225,22 +277,37 @@ impl Shared {
         let mut counts = BTreeMap::new();
         for name in self.order.clone() {
             let index = &self.indices[&name];
-            let Some(load) = index.load_index.clone() else { continue };
+            let Some(load) = index.load_index.clone() else {
+                continue;
+            };
             if let Some(expected) = index.expected
                 && index.read != expected
             {
-                problems.push(format!("{name}: the snapshot lists {expected} documents but its artifact holds {}", index.read));
+                problems.push(format!(
+                    "{name}: the snapshot lists {expected} documents but its artifact holds {}",
+                    index.read
+                ));
             }
             if self.dry_run || index.expected.is_none() {
                 continue;
             }
-            self.cluster.json(Method::Post, &format!("/{load}/_refresh"), None)?;
-            let count = self.cluster.json(Method::Get, &format!("/{load}/_count"), None)?;
+            self.cluster
+                .json(Method::Post, &format!("/{load}/_refresh"), None)?;
+            let count = self
+                .cluster
+                .json(Method::Get, &format!("/{load}/_count"), None)?;
             let count = count.get("count").and_then(Value::as_u64).unwrap_or(0);
             // Replace: the new index holds exactly what was restored. Merge: at least that.
-            let consistent = if self.replace() { count == index.restored } else { count >= index.restored };
+            let consistent = if self.replace() {
+                count == index.restored
+            } else {
+                count >= index.restored
+            };
             if !consistent && index.failed.is_empty() {
-                problems.push(format!("{name}: {load} counts {count} documents after restoring {}", index.restored));
+                problems.push(format!(
+                    "{name}: {load} counts {count} documents after restoring {}",
+                    index.restored
+                ));
             }
             counts.insert(name, count);
         }
@@ -248,16 +315,24 @@ impl Shared {
         if failed > 0 || !problems.is_empty() {
             let mut message = String::from("elasticsearch restore failed");
             if failed > 0 {
-                message.push_str(&format!(": {failed} document(s) were refused by the cluster"));
+                message.push_str(&format!(
+                    ": {failed} document(s) were refused by the cluster"
+                ));
             }
             for name in &self.order {
                 let index = &self.indices[name];
-                message.push_str(&format!("\n  {}", self.summary(name, index, counts.get(name))));
+                message.push_str(&format!(
+                    "\n  {}",
+                    self.summary(name, index, counts.get(name))
+                ));
                 for (id, reason) in index.failed.iter().take(MAX_LISTED_FAILURES) {
                     message.push_str(&format!("\n    _id {id:?}: {reason}"));
                 }
                 if index.failed.len() > MAX_LISTED_FAILURES {
-                    message.push_str(&format!("\n    … and {} more", index.failed.len() - MAX_LISTED_FAILURES));
+                    message.push_str(&format!(
+                        "\n    … and {} more",
+                        index.failed.len() - MAX_LISTED_FAILURES
+                    ));
                 }
             }
             for problem in &problems {
@@ -277,7 +352,13 @@ impl Shared {
             let index = &self.indices[name];
             let mut metadata = vec![
                 ("index".to_string(), index.target.clone()),
-                ("exported".to_string(), index.expected.map(|e| e.to_string()).unwrap_or_else(|| "-".into())),
+                (
+                    "exported".to_string(),
+                    index
+                        .expected
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                ),
                 ("restored".to_string(), index.restored.to_string()),
                 ("failed".to_string(), index.failed.len().to_string()),
             ];
@@ -290,7 +371,11 @@ impl Shared {
             if self.dry_run {
                 metadata.push(("dry_run".to_string(), "true".to_string()));
             }
-            reports.push(RestoreReport { artifact: name.clone(), metadata, warnings: Vec::new() });
+            reports.push(RestoreReport {
+                artifact: name.clone(),
+                metadata,
+                warnings: Vec::new(),
+            });
         }
         Ok(reports)
     }
@@ -300,12 +385,18 @@ impl Shared {
     fn swap(&mut self) -> Result<()> {
         for name in self.order.clone() {
             let index = self.indices.get_mut(&name).expect("listed");
-            let Some(staging) = index.staging.clone() else { continue };
+            let Some(staging) = index.staging.clone() else {
+                continue;
+            };
             let target = index.target.clone();
             let mut actions = Vec::new();
-            match self.cluster.send_retrying(Method::Get, &format!("/{target}/_alias"), None)? {
+            match self
+                .cluster
+                .send_retrying(Method::Get, &format!("/{target}/_alias"), None)?
+            {
                 Ok(bytes) => {
-                    let existing: Value = serde_json::from_slice(&bytes).map_err(Error::internal)?;
+                    let existing: Value =
+                        serde_json::from_slice(&bytes).map_err(Error::internal)?;
                     for concrete in existing.as_object().into_iter().flat_map(|o| o.keys()) {
                         actions.push(json!({"remove_index": {"index": concrete}}));
                     }
@@ -323,7 +414,11 @@ impl Shared {
                 }
             }
             self.cluster
-                .json(Method::Post, "/_aliases", Some(&json!({ "actions": actions })))
+                .json(
+                    Method::Post,
+                    "/_aliases",
+                    Some(&json!({ "actions": actions })),
+                )
                 .map_err(|e| context(e, &format!("swapping {staging} in as {target}")))?;
             // Swapped: no longer ours to delete.
             self.indices.get_mut(&name).expect("listed").staging = None;
@@ -335,7 +430,10 @@ impl Shared {
         format!(
             "{name} → {}: exported {}, restored {}, failed {}{}",
             index.load_index.as_deref().unwrap_or(&index.target),
-            index.expected.map(|e| e.to_string()).unwrap_or_else(|| "?".into()),
+            index
+                .expected
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "?".into()),
             index.restored,
             index.failed.len(),
             count.map(|c| format!(", count {c}")).unwrap_or_default()
@@ -429,10 +527,17 @@ impl EsWriter {
             return Ok(());
         }
         let parsed: Line = serde_json::from_slice(line).map_err(|e| {
-            Error::corrupt(format!("{}/documents: a line is not a document ({{\"_id\", \"_source\"}}): {e}", self.index))
+            Error::corrupt(format!(
+                "{}/documents: a line is not a document ({{\"_id\", \"_source\"}}): {e}",
+                self.index
+            ))
         })?;
         self.batch_bytes += parsed.source.get().len();
-        self.batch.push(Doc { id: parsed.id, routing: parsed.routing, source: parsed.source.get().to_string() });
+        self.batch.push(Doc {
+            id: parsed.id,
+            routing: parsed.routing,
+            source: parsed.source.get().to_string(),
+        });
         let (docs, bytes) = {
             let shared = self.shared.borrow();
             (shared.settings.batch_docs, shared.settings.batch_bytes)
@@ -477,8 +582,12 @@ impl ArtifactWriter for EsWriter {
     fn finish(&mut self) -> Result<()> {
         match self.part {
             Part::Meta => {
-                let meta: IndexMeta = serde_json::from_slice(&self.pending)
-                    .map_err(|e| Error::corrupt(format!("{}/meta is not an index description: {e}", self.index)))?;
+                let meta: IndexMeta = serde_json::from_slice(&self.pending).map_err(|e| {
+                    Error::corrupt(format!(
+                        "{}/meta is not an index description: {e}",
+                        self.index
+                    ))
+                })?;
                 self.shared.borrow_mut().prepare(&self.index, meta)
             }
             Part::Documents => {

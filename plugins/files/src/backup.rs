@@ -7,9 +7,9 @@ use std::rc::Rc;
 use runner_sdk::files::{self, DirEntry, FileKind, FileMeta, FileReader};
 use runner_sdk::{ArtifactReader, Error, Metadata, Result};
 
+use crate::Settings;
 use crate::format::{self, Entry, Kind, Totals};
 use crate::select::child_path;
-use crate::Settings;
 
 /// Most content bytes asked of the host in one call (the host's own cap).
 const MAX_READ: usize = 1 << 20;
@@ -28,17 +28,27 @@ pub struct RootArtifact {
 pub fn root_artifacts(roots: Vec<String>) -> Result<Vec<RootArtifact>> {
     let mut artifacts: Vec<RootArtifact> = Vec::with_capacity(roots.len());
     for root in roots {
-        let name = root.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+        let name = root
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if name.is_empty() || name == "." || name == ".." {
             return Err(Error::config_field(
                 "paths",
-                format!("{root:?} has no final path component to name its artifact after; back up the directories below it"),
+                format!(
+                    "{root:?} has no final path component to name its artifact after; back up the directories below it"
+                ),
             ));
         }
         if let Some(other) = artifacts.iter().find(|a| a.name == name) {
             return Err(Error::config_field(
                 "paths",
-                format!("{:?} and {root:?} would both be stored as artifact {name:?}; back up their common parent instead", other.root),
+                format!(
+                    "{:?} and {root:?} would both be stored as artifact {name:?}; back up their common parent instead",
+                    other.root
+                ),
             ));
         }
         artifacts.push(RootArtifact { name, root });
@@ -89,7 +99,11 @@ struct Walk {
 
 impl Walk {
     fn item(&self, path: &[u8]) -> String {
-        format!("{}/{}", self.root.trim_end_matches('/'), String::from_utf8_lossy(path))
+        format!(
+            "{}/{}",
+            self.root.trim_end_matches('/'),
+            String::from_utf8_lossy(path)
+        )
     }
 
     /// The children of a directory, sorted by name; a directory removed since it was
@@ -98,7 +112,10 @@ impl Walk {
         match files::read_dir(&self.root, path) {
             Ok(entries) => Ok(entries.into_iter()),
             Err(Error::NotFound(_)) => {
-                runner_sdk::warn!("{} disappeared during the backup; stored as empty", self.item(path));
+                runner_sdk::warn!(
+                    "{} disappeared during the backup; stored as empty",
+                    self.item(path)
+                );
                 Ok(Vec::new().into_iter())
             }
             Err(e) => Err(e),
@@ -108,7 +125,11 @@ impl Walk {
     /// Writes the entries of the directories above the next item that are not in the
     /// stream yet, outermost first.
     fn emit_ancestors(&mut self, out: &mut Vec<u8>) {
-        let first_pending = self.stack.iter().position(|f| !f.emitted).unwrap_or(self.stack.len());
+        let first_pending = self
+            .stack
+            .iter()
+            .position(|f| !f.emitted)
+            .unwrap_or(self.stack.len());
         for frame in &mut self.stack[first_pending..] {
             let entry = entry_of(Kind::Directory, frame.path.clone(), &frame.meta, Vec::new());
             format::encode_entry(&entry, out);
@@ -130,7 +151,9 @@ impl Walk {
 
     fn step(&mut self, out: &mut Vec<u8>) -> Result<Step> {
         loop {
-            let Some(frame) = self.stack.last_mut() else { return Ok(Step::Finished) };
+            let Some(frame) = self.stack.last_mut() else {
+                return Ok(Step::Finished);
+            };
             let Some(child) = frame.children.next() else {
                 self.stack.pop();
                 continue;
@@ -138,22 +161,42 @@ impl Walk {
             let path = child_path(&frame.path, &child.name);
             let below_selected = frame.selected;
             let settings = &self.settings;
-            if settings.exclude.as_ref().is_some_and(|g| g.matches(&self.artifact, &path)) {
+            if settings
+                .exclude
+                .as_ref()
+                .is_some_and(|g| g.matches(&self.artifact, &path))
+            {
                 continue;
             }
-            let selected = below_selected || settings.include.as_ref().is_none_or(|g| g.matches(&self.artifact, &path));
+            let selected = below_selected
+                || settings
+                    .include
+                    .as_ref()
+                    .is_none_or(|g| g.matches(&self.artifact, &path));
             match child.meta.kind {
                 FileKind::Directory => {
                     if selected {
-                        self.emit(entry_of(Kind::Directory, path.clone(), &child.meta, Vec::new()), out);
+                        self.emit(
+                            entry_of(Kind::Directory, path.clone(), &child.meta, Vec::new()),
+                            out,
+                        );
                     }
                     if self.settings.one_file_system && child.meta.device != self.device {
                         if selected {
-                            runner_sdk::info!("{} is another file system; its content is not backed up", self.item(&path));
+                            runner_sdk::info!(
+                                "{} is another file system; its content is not backed up",
+                                self.item(&path)
+                            );
                         }
                     } else {
                         let children = self.list(&path)?;
-                        self.stack.push(Frame { path, meta: child.meta, children, emitted: selected, selected });
+                        self.stack.push(Frame {
+                            path,
+                            meta: child.meta,
+                            children,
+                            emitted: selected,
+                            selected,
+                        });
                     }
                     if selected {
                         return Ok(Step::Headers);
@@ -169,10 +212,17 @@ impl Walk {
                         self.emit(entry_of(Kind::Symlink, path, &child.meta, target), out);
                         return Ok(Step::Headers);
                     }
-                    Err(Error::NotFound(_) | Error::InvalidInput(_)) => self.skip(&path, "it changed during the backup"),
+                    Err(Error::NotFound(_) | Error::InvalidInput(_)) => {
+                        self.skip(&path, "it changed during the backup")
+                    }
                     Err(e) => return Err(e),
                 },
-                FileKind::Fifo | FileKind::Socket | FileKind::BlockDevice | FileKind::CharDevice if selected => {
+                FileKind::Fifo
+                | FileKind::Socket
+                | FileKind::BlockDevice
+                | FileKind::CharDevice
+                    if selected =>
+                {
                     let kind = match child.meta.kind {
                         FileKind::Fifo => "a fifo",
                         FileKind::Socket => "a socket",
@@ -187,7 +237,12 @@ impl Walk {
 
     /// A regular file: a hard link to an earlier path, or a header and open content.
     /// None when the file vanished since its directory was listed.
-    fn regular_file(&mut self, path: Vec<u8>, listed: &FileMeta, out: &mut Vec<u8>) -> Result<Option<Step>> {
+    fn regular_file(
+        &mut self,
+        path: Vec<u8>,
+        listed: &FileMeta,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Step>> {
         if listed.links > 1
             && let Some(first) = self.first_links.get(&(listed.device, listed.inode))
         {
@@ -214,11 +269,17 @@ impl Walk {
             Err(e) => return Err(e),
         };
         if meta.links > 1 {
-            self.first_links.insert((meta.device, meta.inode), path.clone());
+            self.first_links
+                .insert((meta.device, meta.inode), path.clone());
         }
         let size = meta.size;
         self.emit(entry_of(Kind::File, path.clone(), &meta, Vec::new()), out);
-        Ok(Some(Step::File(Content { reader, path, size, remaining: size })))
+        Ok(Some(Step::File(Content {
+            reader,
+            path,
+            size,
+            remaining: size,
+        })))
     }
 }
 
@@ -255,7 +316,10 @@ impl FilesReader {
     pub fn open(settings: Rc<Settings>, artifact: &RootArtifact) -> Result<Self> {
         let root_meta = files::stat(&artifact.root, &[])?;
         if !matches!(root_meta.kind, FileKind::Directory) {
-            return Err(Error::unsupported(format!("{} is not a directory", artifact.root)));
+            return Err(Error::unsupported(format!(
+                "{} is not a directory",
+                artifact.root
+            )));
         }
         let mut walk = Walk {
             settings,
@@ -266,10 +330,20 @@ impl FilesReader {
             first_links: HashMap::new(),
             totals: Totals::default(),
         };
-        let selected = walk.settings.include.as_ref().is_none_or(|g| g.matches(&walk.artifact, &[]));
+        let selected = walk
+            .settings
+            .include
+            .as_ref()
+            .is_none_or(|g| g.matches(&walk.artifact, &[]));
         let children = walk.list(&[])?;
         // The root is always stored: it is the artifact's directory.
-        walk.stack.push(Frame { path: Vec::new(), meta: root_meta, children, emitted: false, selected });
+        walk.stack.push(Frame {
+            path: Vec::new(),
+            meta: root_meta,
+            children,
+            emitted: false,
+            selected,
+        });
         let mut pending = Vec::new();
         format::encode_start(&mut pending);
         walk.emit_ancestors(&mut pending);
@@ -297,17 +371,24 @@ impl FilesReader {
 
     /// Moves up to `want` content bytes of the current file into `chunk`.
     fn read_content(&mut self, chunk: &mut Vec<u8>, want: usize) -> Result<()> {
-        let Some(content) = self.content.as_mut() else { return Ok(()) };
+        let Some(content) = self.content.as_mut() else {
+            return Ok(());
+        };
         if content.remaining == 0 {
             // Everything promised was read; one more byte means the file grew.
-            let grew = content.reader.read(1)?.is_some_and(|extra| !extra.is_empty());
+            let grew = content
+                .reader
+                .read(1)?
+                .is_some_and(|extra| !extra.is_empty());
             let content = self.content.take().unwrap();
             if grew {
                 return Err(self.changed_error(&content, "more when read"));
             }
             return Ok(());
         }
-        let ask = want.min(MAX_READ).min(usize::try_from(content.remaining).unwrap_or(usize::MAX));
+        let ask = want
+            .min(MAX_READ)
+            .min(usize::try_from(content.remaining).unwrap_or(usize::MAX));
         match content.reader.read(ask as u32)? {
             Some(data) if !data.is_empty() && data.len() <= ask => {
                 content.remaining -= data.len() as u64;
@@ -319,7 +400,10 @@ impl FilesReader {
                 }
             }
             Some(data) if data.len() > ask => {
-                return Err(Error::internal(format!("the host returned {} bytes for a read of {ask}", data.len())));
+                return Err(Error::internal(format!(
+                    "the host returned {} bytes for a read of {ask}",
+                    data.len()
+                )));
             }
             _ => {
                 let content = self.content.take().unwrap();
@@ -371,7 +455,9 @@ impl ArtifactReader for FilesReader {
 
     fn finish(&mut self) -> Result<Metadata> {
         if !self.finished || self.pending_pos < self.pending.len() || self.content.is_some() {
-            return Err(Error::invalid_input("finish before the artifact was read to its end"));
+            return Err(Error::invalid_input(
+                "finish before the artifact was read to its end",
+            ));
         }
         let mut metadata = vec![("root".to_string(), self.walk.root.clone())];
         metadata.extend(self.walk.totals.metadata());

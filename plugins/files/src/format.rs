@@ -81,7 +81,9 @@ impl Totals {
 
     /// Entries of every kind.
     pub fn entries(&self) -> u64 {
-        [self.files, self.directories, self.symlinks, self.hardlinks].into_iter().fold(0, u64::saturating_add)
+        [self.files, self.directories, self.symlinks, self.hardlinks]
+            .into_iter()
+            .fold(0, u64::saturating_add)
     }
 
     /// As artifact metadata and report lines.
@@ -131,7 +133,14 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
 
 pub fn encode_trailer(totals: &Totals, out: &mut Vec<u8>) {
     let mut body = Vec::with_capacity(48);
-    for n in [totals.files, totals.directories, totals.symlinks, totals.hardlinks, totals.bytes, totals.skipped] {
+    for n in [
+        totals.files,
+        totals.directories,
+        totals.symlinks,
+        totals.hardlinks,
+        totals.bytes,
+        totals.skipped,
+    ] {
         body.extend_from_slice(&n.to_le_bytes());
     }
     frame(TAG_TRAILER, &body, out);
@@ -155,7 +164,10 @@ fn frame(tag: u8, body: &[u8], out: &mut Vec<u8>) {
 /// `.` or `..`, no NUL. The empty path (the root) is valid.
 pub fn valid_path(path: &[u8]) -> bool {
     path.is_empty()
-        || (!path.contains(&0) && path.split(|&b| b == b'/').all(|part| !matches!(part, b"" | b"." | b"..")))
+        || (!path.contains(&0)
+            && path
+                .split(|&b| b == b'/')
+                .all(|part| !matches!(part, b"" | b"." | b"..")))
 }
 
 /// The parent of a non-empty path (`""` for a top-level item) and its final name.
@@ -222,7 +234,11 @@ impl Default for Decoder {
 }
 
 impl Decoder {
-    pub fn push(&mut self, mut input: &[u8], mut on_event: impl FnMut(Event<'_>) -> Result<()>) -> Result<()> {
+    pub fn push(
+        &mut self,
+        mut input: &[u8],
+        mut on_event: impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<()> {
         while !input.is_empty() {
             match self.state {
                 State::Start => {
@@ -230,9 +246,12 @@ impl Decoder {
                     input = self.fill(input, header_len);
                     if self.buf.len() == header_len {
                         if &self.buf[..MAGIC.len()] != MAGIC {
-                            return Err(Error::corrupt("not a runner files stream (bad magic bytes)"));
+                            return Err(Error::corrupt(
+                                "not a runner files stream (bad magic bytes)",
+                            ));
                         }
-                        let version = u32::from_le_bytes(self.buf[MAGIC.len()..].try_into().unwrap());
+                        let version =
+                            u32::from_le_bytes(self.buf[MAGIC.len()..].try_into().unwrap());
                         if version != VERSION {
                             return Err(Error::corrupt(format!(
                                 "unknown files stream version {version} (this plugin reads version {VERSION})"
@@ -253,7 +272,9 @@ impl Decoder {
                     }
                     let body_len = u32::from_le_bytes(self.buf[1..5].try_into().unwrap()) as usize;
                     if body_len > MAX_BODY {
-                        return Err(self.corrupt(format!("header of {body_len} bytes exceeds the {MAX_BODY}-byte limit")));
+                        return Err(self.corrupt(format!(
+                            "header of {body_len} bytes exceeds the {MAX_BODY}-byte limit"
+                        )));
                     }
                     let frame_len = FRAME_START + body_len + FRAME_END;
                     input = self.fill(input, frame_len);
@@ -284,10 +305,14 @@ impl Decoder {
                         self.state = State::Header;
                         on_event(Event::ContentEnd)?;
                     } else {
-                        self.state = State::Content { remaining: remaining - n as u64 };
+                        self.state = State::Content {
+                            remaining: remaining - n as u64,
+                        };
                     }
                 }
-                State::Done => return Err(Error::corrupt("data follows the end of the files stream")),
+                State::Done => {
+                    return Err(Error::corrupt("data follows the end of the files stream"));
+                }
             }
         }
         Ok(())
@@ -300,7 +325,9 @@ impl Decoder {
             State::Content { remaining } => Err(Error::corrupt(format!(
                 "the files stream is truncated: {remaining} bytes of a file's content are missing"
             ))),
-            _ => Err(Error::corrupt("the files stream is truncated: it ends before its trailer")),
+            _ => Err(Error::corrupt(
+                "the files stream is truncated: it ends before its trailer",
+            )),
         }
     }
 
@@ -312,11 +339,18 @@ impl Decoder {
     }
 
     fn corrupt(&self, message: impl std::fmt::Display) -> Error {
-        Error::corrupt(format!("files stream, record {}: {message}", self.entries + 1))
+        Error::corrupt(format!(
+            "files stream, record {}: {message}",
+            self.entries + 1
+        ))
     }
 
     /// Checks where the entry sits in the tree, closing directories it has left.
-    fn entry(&mut self, entry: Entry, on_event: &mut impl FnMut(Event<'_>) -> Result<()>) -> Result<()> {
+    fn entry(
+        &mut self,
+        entry: Entry,
+        on_event: &mut impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<()> {
         let shown = String::from_utf8_lossy(&entry.path).into_owned();
         if entry.path.is_empty() {
             if self.seen_root || entry.kind != Kind::Directory {
@@ -333,7 +367,9 @@ impl Decoder {
                 on_event(Event::DirEnd)?;
             }
             let Some(dir) = self.open_dirs.last_mut() else {
-                return Err(self.corrupt(format!("{shown:?} is outside the directory being listed (entries out of order)")));
+                return Err(self.corrupt(format!(
+                    "{shown:?} is outside the directory being listed (entries out of order)"
+                )));
             };
             if dir.last_child.as_deref().is_some_and(|last| last >= name) {
                 return Err(self.corrupt(format!("{shown:?} is out of order or repeated")));
@@ -341,12 +377,17 @@ impl Decoder {
             dir.last_child = Some(name.to_vec());
         }
         match entry.kind {
-            Kind::Directory => self.open_dirs.push(OpenDir { path: entry.path.clone(), last_child: None }),
+            Kind::Directory => self.open_dirs.push(OpenDir {
+                path: entry.path.clone(),
+                last_child: None,
+            }),
             Kind::File if entry.links > 1 => {
                 self.link_targets.insert(entry.path.clone());
             }
             Kind::HardLink if !self.link_targets.contains(&entry.link) => {
-                return Err(self.corrupt(format!("hard link {shown:?} names a file not stored before it")));
+                return Err(self.corrupt(format!(
+                    "hard link {shown:?} names a file not stored before it"
+                )));
             }
             _ => {}
         }
@@ -362,10 +403,19 @@ impl Decoder {
         Ok(())
     }
 
-    fn end(&mut self, trailer: Totals, on_event: &mut impl FnMut(Event<'_>) -> Result<()>) -> Result<()> {
-        let decoded = Totals { skipped: trailer.skipped, ..self.totals };
+    fn end(
+        &mut self,
+        trailer: Totals,
+        on_event: &mut impl FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let decoded = Totals {
+            skipped: trailer.skipped,
+            ..self.totals
+        };
         if decoded != trailer {
-            return Err(self.corrupt(format!("the trailer says {trailer:?} but the stream holds {decoded:?}")));
+            return Err(self.corrupt(format!(
+                "the trailer says {trailer:?} but the stream holds {decoded:?}"
+            )));
         }
         if !self.seen_root {
             return Err(self.corrupt("the stream has no root directory"));
@@ -412,7 +462,9 @@ impl<'a> Fields<'a> {
     fn name(&mut self) -> Result<Option<String>, String> {
         match self.u8()? {
             0 => Ok(None),
-            1 => String::from_utf8(self.blob()?.to_vec()).map(Some).map_err(|_| "an owner name is not UTF-8".into()),
+            1 => String::from_utf8(self.blob()?.to_vec())
+                .map(Some)
+                .map_err(|_| "an owner name is not UTF-8".into()),
             flag => Err(format!("bad owner-name flag {flag}")),
         }
     }

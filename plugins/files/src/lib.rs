@@ -106,19 +106,25 @@ struct Files {
 
 impl Plugin for Files {
     const NAME: &'static str = "files";
-    const DESCRIPTION: &'static str = "directory trees with modes, owners, times, links and raw names";
+    const DESCRIPTION: &'static str =
+        "directory trees with modes, owners, times, links and raw names";
     type Config = Config;
 
     fn new(config: Config) -> Result<Self> {
         if config.paths.is_empty() {
-            return Err(Error::config_field("paths", "list at least one directory to back up"));
+            return Err(Error::config_field(
+                "paths",
+                "list at least one directory to back up",
+            ));
         }
         let settings = Settings {
             include: Globs::new("include", &config.include)?,
             exclude: Globs::new("exclude", &config.exclude)?,
             one_file_system: config.one_file_system,
         };
-        Ok(Files { settings: Rc::new(settings) })
+        Ok(Files {
+            settings: Rc::new(settings),
+        })
     }
 }
 
@@ -129,9 +135,15 @@ impl Source for Files {
     fn begin_backup(&self, _share_token: Option<String>) -> Result<FilesBackup> {
         let roots = runner_sdk::files::roots();
         if roots.is_empty() {
-            return Err(Error::config_field("paths", "no directory is granted to this stage"));
+            return Err(Error::config_field(
+                "paths",
+                "no directory is granted to this stage",
+            ));
         }
-        Ok(FilesBackup { settings: self.settings.clone(), artifacts: backup::root_artifacts(roots)? })
+        Ok(FilesBackup {
+            settings: self.settings.clone(),
+            artifacts: backup::root_artifacts(roots)?,
+        })
     }
 
     fn begin_restore(&self, options: RestoreOptions) -> Result<FilesRestore> {
@@ -168,7 +180,9 @@ impl BackupSession for FilesBackup {
             .artifacts
             .iter()
             .find(|a| a.name == name)
-            .ok_or_else(|| Error::not_found(format!("no artifact named {name:?} in this backup")))?;
+            .ok_or_else(|| {
+                Error::not_found(format!("no artifact named {name:?} in this backup"))
+            })?;
         FilesReader::open(self.settings.clone(), artifact)
     }
 }

@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use runner_sdk::files::{self, FileKind, FileMeta, FileWriter, Timestamp};
 use runner_sdk::{
-    Artifact, ArtifactWriter, Error, RestoreMode, RestoreOptions, RestoreReport, RestoreSession, Result,
+    Artifact, ArtifactWriter, Error, RestoreMode, RestoreOptions, RestoreReport, RestoreSession,
+    Result,
 };
 
 use crate::format::{self, Decoder, Entry, Event, Kind, Totals};
@@ -57,11 +58,15 @@ impl Session {
 
 impl FilesRestore {
     pub fn begin(options: RestoreOptions) -> Result<Self> {
-        let target = options
-            .target
-            .ok_or_else(|| Error::config("restoring files needs a target directory (restore --target DIR)"))?;
+        let target = options.target.ok_or_else(|| {
+            Error::config("restoring files needs a target directory (restore --target DIR)")
+        })?;
         let roots = files::roots();
-        let Some(target) = roots.iter().find(|r| r.trim_end_matches('/') == target.trim_end_matches('/')).cloned() else {
+        let Some(target) = roots
+            .iter()
+            .find(|r| r.trim_end_matches('/') == target.trim_end_matches('/'))
+            .cloned()
+        else {
             return Err(Error::config(format!(
                 "the restore target {target:?} is not a directory granted to this stage (granted: {roots:?})"
             )));
@@ -77,7 +82,11 @@ impl FilesRestore {
                 "the restore target {target} is not empty; restore into an empty directory or allow overwriting"
             )));
         }
-        let staging = if options.dry_run { None } else { Some(create_staging(&target)?) };
+        let staging = if options.dry_run {
+            None
+        } else {
+            Some(create_staging(&target)?)
+        };
         Ok(FilesRestore {
             session: Rc::new(RefCell::new(Session {
                 target,
@@ -109,7 +118,9 @@ fn create_staging(target: &str) -> Result<Vec<u8>> {
         files::create_dir(target, &child_path(&name, b"links"))?;
         return Ok(name);
     }
-    Err(Error::internal(format!("cannot find a free staging directory name in {target}")))
+    Err(Error::internal(format!(
+        "cannot find a free staging directory name in {target}"
+    )))
 }
 
 fn valid_artifact_name(name: &str) -> bool {
@@ -125,7 +136,10 @@ impl RestoreSession for FilesRestore {
             return Err(Error::invalid_input("write-artifact after commit or abort"));
         }
         if !valid_artifact_name(&artifact.name) {
-            return Err(Error::invalid_input(format!("{:?} is not a files artifact name", artifact.name)));
+            return Err(Error::invalid_input(format!(
+                "{:?} is not a files artifact name",
+                artifact.name
+            )));
         }
         if artifact.media_type != format::MEDIA_TYPE || artifact.schema_version != format::VERSION {
             return Err(Error::unsupported(format!(
@@ -138,10 +152,17 @@ impl RestoreSession for FilesRestore {
             )));
         }
         if session.artifacts.iter().any(|a| a.name == artifact.name) {
-            return Err(Error::invalid_input(format!("artifact {} is written twice", artifact.name)));
+            return Err(Error::invalid_input(format!(
+                "artifact {} is written twice",
+                artifact.name
+            )));
         }
         let index = session.artifacts.len();
-        session.artifacts.push(StagedArtifact { name: artifact.name.clone(), report: None, restored: false });
+        session.artifacts.push(StagedArtifact {
+            name: artifact.name.clone(),
+            report: None,
+            restored: false,
+        });
         let tree = Tree {
             target: session.target.clone(),
             dry_run: session.staging.is_none(),
@@ -158,7 +179,12 @@ impl RestoreSession for FilesRestore {
             stream: Totals::default(),
             warnings: Warnings::default(),
         };
-        Ok(FilesWriter { session: self.session.clone(), index, decoder: Decoder::default(), tree: Some(tree) })
+        Ok(FilesWriter {
+            session: self.session.clone(),
+            index,
+            decoder: Decoder::default(),
+            tree: Some(tree),
+        })
     }
 
     fn commit(&mut self) -> Result<Vec<RestoreReport>> {
@@ -183,7 +209,11 @@ impl RestoreSession for FilesRestore {
         let removed = remove_staging(&session);
         moved?;
         removed?;
-        Ok(session.artifacts.iter_mut().filter_map(|a| a.report.take()).collect())
+        Ok(session
+            .artifacts
+            .iter_mut()
+            .filter_map(|a| a.report.take())
+            .collect())
     }
 
     fn abort(&mut self) {
@@ -218,7 +248,11 @@ fn describe_dry_run(session: &mut Session) {
                 RestoreMode::Replace => "would replace",
             };
             if let Some(report) = artifact.report.as_mut() {
-                report.warnings.push(format!("{how} the existing {}/{}", target.trim_end_matches('/'), artifact.name));
+                report.warnings.push(format!(
+                    "{how} the existing {}/{}",
+                    target.trim_end_matches('/'),
+                    artifact.name
+                ));
             }
         }
     }
@@ -247,7 +281,10 @@ fn move_into_place(session: &mut Session) -> Result<()> {
                     session.artifacts[i].name
                 )));
             }
-            Ok(existing) if session.mode == RestoreMode::Merge && matches!(existing.kind, FileKind::Directory) => {
+            Ok(existing)
+                if session.mode == RestoreMode::Merge
+                    && matches!(existing.kind, FileKind::Directory) =>
+            {
                 merge(&target, &staged, &name)?;
             }
             Ok(_) => {
@@ -309,7 +346,14 @@ fn merge(target: &str, staged: &[u8], dest: &[u8]) -> Result<()> {
     }
     // The existing directory takes the snapshot's metadata. An owner that cannot be
     // set was already reported when the staged copy was made.
-    apply_meta(target, dest, meta.mode, (meta.uid, meta.gid), meta.mtime, &mut || {})
+    apply_meta(
+        target,
+        dest,
+        meta.mode,
+        (meta.uid, meta.gid),
+        meta.mtime,
+        &mut || {},
+    )
 }
 
 /// Moving entries into a directory (or moving the directory) may change its mtime: put
@@ -357,7 +401,8 @@ impl Warnings {
 
     fn into_lines(mut self) -> Vec<String> {
         if self.dropped > 0 {
-            self.kept.push(format!("… and {} more warnings like these", self.dropped));
+            self.kept
+                .push(format!("… and {} more warnings like these", self.dropped));
         }
         self.kept
     }
@@ -417,12 +462,20 @@ impl Tree {
 
     fn selected(&self, path: &[u8]) -> bool {
         let parent_selected = self.dirs.last().is_some_and(|d| d.selected);
-        parent_selected || self.only.as_ref().is_none_or(|only| only.matches(&self.artifact, path))
+        parent_selected
+            || self
+                .only
+                .as_ref()
+                .is_none_or(|only| only.matches(&self.artifact, path))
     }
 
     /// Creates the open directories not created yet, outermost first.
     fn create_parents(&mut self) -> Result<()> {
-        let first = self.dirs.iter().position(|d| !d.created).unwrap_or(self.dirs.len());
+        let first = self
+            .dirs
+            .iter()
+            .position(|d| !d.created)
+            .unwrap_or(self.dirs.len());
         for i in first..self.dirs.len() {
             if !self.dry_run {
                 files::create_dir(&self.target, &self.dest(&self.dirs[i].entry.path))?;
@@ -437,32 +490,49 @@ impl Tree {
         if self.dry_run {
             return Ok(());
         }
-        let mtime = Timestamp { seconds: entry.mtime_seconds, nanoseconds: entry.mtime_nanoseconds };
+        let mtime = Timestamp {
+            seconds: entry.mtime_seconds,
+            nanoseconds: entry.mtime_nanoseconds,
+        };
         let item = self.item(&entry.path);
         let warnings = &mut self.warnings;
         let names = match (&entry.user, &entry.group) {
             (Some(user), Some(group)) => format!(" ({user}:{group})"),
             _ => String::new(),
         };
-        apply_meta(&self.target, dest, entry.mode, (entry.uid, entry.gid), mtime, &mut || {
-            warnings.push(format!(
+        apply_meta(
+            &self.target,
+            dest,
+            entry.mode,
+            (entry.uid, entry.gid),
+            mtime,
+            &mut || {
+                warnings.push(format!(
                 "{item}: owner {}:{}{names} not restored (changing owners needs the runner to run as root)",
                 entry.uid, entry.gid
             ));
-        })
+            },
+        )
     }
 
     fn apply(&mut self, event: Event<'_>) -> Result<()> {
         match event {
             Event::Entry(entry) => self.entry(entry),
             Event::Content(bytes) => {
-                if let Some(OpenFile { writer: Some((_, writer)), .. }) = &self.file {
+                if let Some(OpenFile {
+                    writer: Some((_, writer)),
+                    ..
+                }) = &self.file
+                {
                     writer.write(bytes)?;
                 }
                 Ok(())
             }
             Event::ContentEnd => {
-                let file = self.file.take().expect("the decoder ends only a file it started");
+                let file = self
+                    .file
+                    .take()
+                    .expect("the decoder ends only a file it started");
                 if let Some((dest, writer)) = file.writer {
                     writer.close()?;
                     self.set_meta(&dest, &file.entry)?;
@@ -475,7 +545,10 @@ impl Tree {
             Event::DirEnd => {
                 // Directories get their metadata after their content, deepest first, so
                 // adding entries does not change their mtime afterwards.
-                let dir = self.dirs.pop().expect("the decoder ends only a directory it opened");
+                let dir = self
+                    .dirs
+                    .pop()
+                    .expect("the decoder ends only a directory it opened");
                 if dir.created {
                     let dest = self.dest(&dir.entry.path);
                     self.set_meta(&dest, &dir.entry)?;
@@ -495,7 +568,11 @@ impl Tree {
         let dest = self.dest(&entry.path);
         match entry.kind {
             Kind::Directory => {
-                self.dirs.push(OpenDir { entry, created: false, selected });
+                self.dirs.push(OpenDir {
+                    entry,
+                    created: false,
+                    selected,
+                });
                 if selected {
                     self.create_parents()?;
                 }
@@ -507,7 +584,10 @@ impl Tree {
                     Some(dest)
                 } else if keep_for_links {
                     self.orphans += 1;
-                    Some(child_path(&self.links_dir, format!("{}-{}", self.artifact_index, self.orphans).as_bytes()))
+                    Some(child_path(
+                        &self.links_dir,
+                        format!("{}-{}", self.artifact_index, self.orphans).as_bytes(),
+                    ))
                 } else {
                     None
                 };
@@ -521,7 +601,11 @@ impl Tree {
                     }
                     _ => None,
                 };
-                self.file = Some(OpenFile { entry, writer, selected });
+                self.file = Some(OpenFile {
+                    entry,
+                    writer,
+                    selected,
+                });
             }
             Kind::Symlink if selected => {
                 self.create_parents()?;
@@ -534,7 +618,10 @@ impl Tree {
             Kind::HardLink if selected => {
                 self.create_parents()?;
                 let existing = self.link_paths.get(&entry.link).ok_or_else(|| {
-                    Error::corrupt(format!("hard link {} names a file not stored before it", self.item(&entry.path)))
+                    Error::corrupt(format!(
+                        "hard link {} names a file not stored before it",
+                        self.item(&entry.path)
+                    ))
                 })?;
                 if !self.dry_run {
                     files::hard_link(&self.target, existing, &dest)?;
@@ -554,7 +641,11 @@ impl Tree {
             let excluded = stream.entries().saturating_sub(self.restored.entries());
             metadata.push(("excluded".into(), excluded.to_string()));
         }
-        let report = RestoreReport { artifact: self.artifact, metadata, warnings: self.warnings.into_lines() };
+        let report = RestoreReport {
+            artifact: self.artifact,
+            metadata,
+            warnings: self.warnings.into_lines(),
+        };
         (report, restored)
     }
 }
@@ -571,9 +662,13 @@ pub struct FilesWriter {
 impl FilesWriter {
     fn tree(&mut self) -> Result<&mut Tree> {
         if self.session.borrow().closed {
-            return Err(Error::invalid_input("the restore was already committed or aborted"));
+            return Err(Error::invalid_input(
+                "the restore was already committed or aborted",
+            ));
         }
-        self.tree.as_mut().ok_or_else(|| Error::invalid_input("this artifact already finished or failed"))
+        self.tree
+            .as_mut()
+            .ok_or_else(|| Error::invalid_input("this artifact already finished or failed"))
     }
 }
 
@@ -581,7 +676,9 @@ impl ArtifactWriter for FilesWriter {
     fn write(&mut self, chunk: &[u8]) -> Result<()> {
         self.tree()?;
         let FilesWriter { decoder, tree, .. } = self;
-        let result = decoder.push(chunk, |event| tree.as_mut().expect("checked above").apply(event));
+        let result = decoder.push(chunk, |event| {
+            tree.as_mut().expect("checked above").apply(event)
+        });
         if result.is_err() {
             self.tree = None;
         }

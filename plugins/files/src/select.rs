@@ -20,7 +20,12 @@ impl Globs {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| Error::config_field(format!("{field}[{i}]"), format!("invalid glob {pattern:?}: {e}")))?;
+                .map_err(|e| {
+                    Error::config_field(
+                        format!("{field}[{i}]"),
+                        format!("invalid glob {pattern:?}: {e}"),
+                    )
+                })?;
             set.add(glob);
         }
         let set = set.build().map_err(|e| Error::config_field(field, e))?;

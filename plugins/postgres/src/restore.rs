@@ -291,7 +291,9 @@ fn create_in_dependency_order(conn: &mut Conn, statements: &[String]) -> Result<
                     deferred.push(statement);
                 }
                 Err(e) => {
-                    return Err(e.to_error(&format!("restoring `{}` failed", abbreviate(statement))));
+                    return Err(
+                        e.to_error(&format!("restoring `{}` failed", abbreviate(statement)))
+                    );
                 }
             }
         }

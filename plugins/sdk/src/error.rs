@@ -9,22 +9,34 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 impl Error {
     /// A configuration error about one field (dotted path in the stage's table).
     pub fn config_field(field: impl Into<String>, message: impl ToString) -> Self {
-        Error::Config(wit::ConfigError { field: Some(field.into()), message: message.to_string() })
+        Error::Config(wit::ConfigError {
+            field: Some(field.into()),
+            message: message.to_string(),
+        })
     }
 
     /// A configuration error not tied to one field.
     pub fn config(message: impl ToString) -> Self {
-        Error::Config(wit::ConfigError { field: None, message: message.to_string() })
+        Error::Config(wit::ConfigError {
+            field: None,
+            message: message.to_string(),
+        })
     }
 
     /// A remote failure that may succeed when tried again (timeouts, 5xx, throttling).
     pub fn retryable(message: impl ToString) -> Self {
-        Error::Remote(wit::RemoteError { message: message.to_string(), retryable: true })
+        Error::Remote(wit::RemoteError {
+            message: message.to_string(),
+            retryable: true,
+        })
     }
 
     /// A remote failure that will fail again (4xx, protocol errors).
     pub fn permanent(message: impl ToString) -> Self {
-        Error::Remote(wit::RemoteError { message: message.to_string(), retryable: false })
+        Error::Remote(wit::RemoteError {
+            message: message.to_string(),
+            retryable: false,
+        })
     }
 
     pub fn corrupt(message: impl ToString) -> Self {
@@ -49,7 +61,13 @@ impl Error {
 
     /// Whether the host may retry the operation.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Remote(wit::RemoteError { retryable: true, .. }))
+        matches!(
+            self,
+            Error::Remote(wit::RemoteError {
+                retryable: true,
+                ..
+            })
+        )
     }
 }
 

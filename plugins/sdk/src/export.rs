@@ -9,8 +9,8 @@ use crate::__private::PackageVersion;
 use crate::bindings::host::runner::plugin::types::{ConfigError, PluginInfo};
 use crate::bindings::{sink as sink_world, source as source_world, transform as transform_world};
 use crate::{
-    ArtifactReader, ArtifactWriter, BackupSession, Decoder, Encoder, Error, Metadata,
-    ObjectReader, ObjectWriter, Plugin, RestoreSession, Result, Sink, Source, Transform,
+    ArtifactReader, ArtifactWriter, BackupSession, Decoder, Encoder, Error, Metadata, ObjectReader,
+    ObjectWriter, Plugin, RestoreSession, Result, Sink, Source, Transform,
 };
 
 thread_local! {
@@ -51,7 +51,10 @@ pub fn parse_config<C: serde::de::DeserializeOwned>(json: &str) -> Result<C> {
         if let Some(at) = message.rfind(" at line ") {
             message.truncate(at);
         }
-        Error::Config(ConfigError { field: (path != ".").then_some(path), message })
+        Error::Config(ConfigError {
+            field: (path != ".").then_some(path),
+            message,
+        })
     })
 }
 
@@ -105,9 +108,7 @@ pub struct DecoderResource<D> {
     state: RefCell<(D, Output, bool)>,
 }
 
-impl<T: Transform + PackageVersion> transform_world::Guest
-    for TransformExport<T>
-{
+impl<T: Transform + PackageVersion> transform_world::Guest for TransformExport<T> {
     fn info() -> PluginInfo {
         info::<T>()
     }
@@ -126,9 +127,11 @@ impl<T: Transform + PackageVersion> transform_world::exports::runner::plugin::tr
         object: crate::ObjectInfo,
     ) -> Result<transform_world::exports::runner::plugin::transform::Encoder> {
         let encoder = instance::<T>()?.encoder(&object)?;
-        Ok(transform_world::exports::runner::plugin::transform::Encoder::new(EncoderResource {
-            state: RefCell::new((encoder, Output::default(), false)),
-        }))
+        Ok(
+            transform_world::exports::runner::plugin::transform::Encoder::new(EncoderResource {
+                state: RefCell::new((encoder, Output::default(), false)),
+            }),
+        )
     }
 
     fn new_decoder(
@@ -136,14 +139,20 @@ impl<T: Transform + PackageVersion> transform_world::exports::runner::plugin::tr
         params: Metadata,
     ) -> Result<transform_world::exports::runner::plugin::transform::Decoder> {
         let decoder = instance::<T>()?.decoder(&object, &params)?;
-        Ok(transform_world::exports::runner::plugin::transform::Decoder::new(DecoderResource {
-            state: RefCell::new((decoder, Output::default(), false)),
-        }))
+        Ok(
+            transform_world::exports::runner::plugin::transform::Decoder::new(DecoderResource {
+                state: RefCell::new((decoder, Output::default(), false)),
+            }),
+        )
     }
 }
 
 fn ensure_open(finished: bool) -> Result<()> {
-    if finished { Err(Error::invalid_input("push after finish")) } else { Ok(()) }
+    if finished {
+        Err(Error::invalid_input("push after finish"))
+    } else {
+        Ok(())
+    }
 }
 
 impl<E: Encoder> transform_world::exports::runner::plugin::transform::GuestEncoder
@@ -194,9 +203,7 @@ pub struct ArtifactWriterResource<W>(RefCell<W>);
 
 use source_world::exports::runner::plugin::source as source_api;
 
-impl<S: Source + PackageVersion> source_world::Guest
-    for SourceExport<S>
-{
+impl<S: Source + PackageVersion> source_world::Guest for SourceExport<S> {
     fn info() -> PluginInfo {
         info::<S>()
     }
@@ -213,12 +220,16 @@ impl<S: Source + PackageVersion> source_api::Guest for SourceExport<S> {
 
     fn begin_backup(share_token: Option<String>) -> Result<source_api::BackupSession> {
         let session = instance::<S>()?.begin_backup(share_token)?;
-        Ok(source_api::BackupSession::new(BackupSessionResource(RefCell::new(session))))
+        Ok(source_api::BackupSession::new(BackupSessionResource(
+            RefCell::new(session),
+        )))
     }
 
     fn begin_restore(options: source_api::RestoreOptions) -> Result<source_api::RestoreSession> {
         let session = instance::<S>()?.begin_restore(options)?;
-        Ok(source_api::RestoreSession::new(RestoreSessionResource(RefCell::new(session))))
+        Ok(source_api::RestoreSession::new(RestoreSessionResource(
+            RefCell::new(session),
+        )))
     }
 }
 
@@ -231,7 +242,9 @@ impl<B: BackupSession> source_api::GuestBackupSession for BackupSessionResource<
     }
     fn open(&self, name: String) -> Result<source_api::ArtifactReader> {
         let reader = self.0.borrow_mut().open(&name)?;
-        Ok(source_api::ArtifactReader::new(ArtifactReaderResource(RefCell::new(reader))))
+        Ok(source_api::ArtifactReader::new(ArtifactReaderResource(
+            RefCell::new(reader),
+        )))
     }
     fn close(&self) -> Result<()> {
         self.0.borrow_mut().close()
@@ -250,7 +263,9 @@ impl<R: ArtifactReader> source_api::GuestArtifactReader for ArtifactReaderResour
 impl<R: RestoreSession> source_api::GuestRestoreSession for RestoreSessionResource<R> {
     fn write_artifact(&self, artifact: source_api::Artifact) -> Result<source_api::ArtifactWriter> {
         let writer = self.0.borrow_mut().write_artifact(artifact)?;
-        Ok(source_api::ArtifactWriter::new(ArtifactWriterResource(RefCell::new(writer))))
+        Ok(source_api::ArtifactWriter::new(ArtifactWriterResource(
+            RefCell::new(writer),
+        )))
     }
     fn commit(&self) -> Result<Vec<source_api::RestoreReport>> {
         self.0.borrow_mut().commit()
@@ -295,14 +310,18 @@ impl<S: Sink + PackageVersion> sink_api::Guest for SinkExport<S> {
     }
     fn put(key: String, if_absent: bool) -> Result<sink_api::ObjectWriter> {
         let writer = instance::<S>()?.put(&key, if_absent)?;
-        Ok(sink_api::ObjectWriter::new(ObjectWriterResource(RefCell::new(writer))))
+        Ok(sink_api::ObjectWriter::new(ObjectWriterResource(
+            RefCell::new(writer),
+        )))
     }
     fn stat(key: String) -> Result<Option<sink_api::ObjectStat>> {
         instance::<S>()?.stat(&key)
     }
     fn get(key: String, offset: u64, length: Option<u64>) -> Result<sink_api::ObjectReader> {
         let reader = instance::<S>()?.get(&key, offset, length)?;
-        Ok(sink_api::ObjectReader::new(ObjectReaderResource(RefCell::new(reader))))
+        Ok(sink_api::ObjectReader::new(ObjectReaderResource(
+            RefCell::new(reader),
+        )))
     }
     fn list(prefix: String, page_token: Option<String>) -> Result<sink_api::ListPage> {
         instance::<S>()?.list(&prefix, page_token)

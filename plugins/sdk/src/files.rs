@@ -2,5 +2,6 @@
 
 pub use crate::bindings::host::runner::plugin::files::{
     DirEntry, FileKind, FileMeta, FileReader, FileWriter, Timestamp, create_dir, hard_link,
-    open_read, open_write, read_dir, read_link, remove, rename, roots, set_meta, stat, symlink, sync,
+    open_read, open_write, read_dir, read_link, remove, rename, roots, set_meta, stat, symlink,
+    sync,
 };

@@ -1,7 +1,7 @@
 //! Sealing keys held by the host: plugins name a key and ask the host to seal and open.
 
-use crate::bindings::host::runner::plugin::keys as wit;
 use crate::Result;
+use crate::bindings::host::runner::plugin::keys as wit;
 
 pub use wit::SealingKey;
 

@@ -20,7 +20,10 @@ impl MetadataExt for Metadata {
     }
 
     fn require<T: std::str::FromStr>(&self, key: &str) -> Result<T, Error> {
-        let raw = self.value(key).ok_or_else(|| Error::corrupt(format!("parameter `{key}` is missing")))?;
-        raw.parse().map_err(|_| Error::corrupt(format!("parameter `{key}` has an invalid value {raw:?}")))
+        let raw = self
+            .value(key)
+            .ok_or_else(|| Error::corrupt(format!("parameter `{key}` is missing")))?;
+        raw.parse()
+            .map_err(|_| Error::corrupt(format!("parameter `{key}` has an invalid value {raw:?}")))
     }
 }

@@ -3,4 +3,6 @@
 //! scratch directory, where the plugin opens it read-only; `discard` removes the copy;
 //! `integrity_check` runs `PRAGMA integrity_check` natively on a file in a granted directory.
 
-pub use crate::bindings::host::runner::plugin::sqlite::{DatabaseCopy, discard, integrity_check, snapshot};
+pub use crate::bindings::host::runner::plugin::sqlite::{
+    DatabaseCopy, discard, integrity_check, snapshot,
+};

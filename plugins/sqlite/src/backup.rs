@@ -28,10 +28,18 @@ pub fn split_entry(entry: &str) -> std::result::Result<(String, String), String>
         .unwrap_or(components.len() - 1);
     // The directory part may climb (`../var/app.db`): the host resolves and grants it.
     // Below it, every component names one entry.
-    if components[literal..].iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
-        return Err(format!("{entry:?}: below its directory, write the path without `.`, `..` or empty components"));
+    if components[literal..]
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
+        return Err(format!(
+            "{entry:?}: below its directory, write the path without `.`, `..` or empty components"
+        ));
     }
-    Ok((components[..literal].join("/"), components[literal..].join("/")))
+    Ok((
+        components[..literal].join("/"),
+        components[literal..].join("/"),
+    ))
 }
 
 /// One database found: where it is and the artifact it becomes.
@@ -65,28 +73,45 @@ impl SqliteBackup {
         if roots.len() < entries + 1 {
             return Err(Error::config_field(
                 "paths",
-                format!("the host granted {} directories for {entries} entries and the scratch directory", roots.len()),
+                format!(
+                    "the host granted {} directories for {entries} entries and the scratch directory",
+                    roots.len()
+                ),
             ));
         }
         let entry_roots = &roots[roots.len() - 1 - entries..roots.len() - 1];
         let mut databases: Vec<Database> = Vec::new();
         for (i, (entry, root)) in settings.paths.iter().zip(entry_roots).enumerate() {
-            let (_, pattern) = split_entry(entry).map_err(|why| Error::config_field(format!("paths[{i}]"), why))?;
+            let (_, pattern) = split_entry(entry)
+                .map_err(|why| Error::config_field(format!("paths[{i}]"), why))?;
             let found = find(root, &pattern).map_err(|e| match e {
                 Error::Config(_) => e,
-                e => Error::config_field(format!("paths[{i}]"), format!("{entry:?}: {}", describe(&e))),
+                e => Error::config_field(
+                    format!("paths[{i}]"),
+                    format!("{entry:?}: {}", describe(&e)),
+                ),
             })?;
             if found.is_empty() {
-                return Err(Error::config_field(format!("paths[{i}]"), format!("{entry:?} matches no file in {root}")));
+                return Err(Error::config_field(
+                    format!("paths[{i}]"),
+                    format!("{entry:?} matches no file in {root}"),
+                ));
             }
             for relative in found {
                 if let Some(other) = databases.iter().find(|d| d.name == relative) {
                     return Err(Error::config_field(
                         "paths",
-                        format!("{} and {root}/{relative} would both be stored as artifact {relative:?}; back them up in separate pipelines", other.path()),
+                        format!(
+                            "{} and {root}/{relative} would both be stored as artifact {relative:?}; back them up in separate pipelines",
+                            other.path()
+                        ),
                     ));
                 }
-                databases.push(Database { name: relative.clone(), root: root.clone(), relative });
+                databases.push(Database {
+                    name: relative.clone(),
+                    root: root.clone(),
+                    relative,
+                });
             }
         }
         let listed = databases
@@ -94,18 +119,27 @@ impl SqliteBackup {
             .map(|db| Artifact {
                 name: db.name.clone(),
                 media_type: MEDIA_TYPE.to_string(),
-                size_hint: files::stat(&db.root, db.relative.as_bytes()).ok().map(|m| m.size),
+                size_hint: files::stat(&db.root, db.relative.as_bytes())
+                    .ok()
+                    .map(|m| m.size),
                 schema_version: SCHEMA_VERSION,
                 metadata: vec![("path".to_string(), db.path())],
             })
             .collect();
-        Ok(SqliteBackup { settings, databases, listed })
+        Ok(SqliteBackup {
+            settings,
+            databases,
+            listed,
+        })
     }
 }
 
 fn describe(e: &Error) -> String {
     match e {
-        Error::NotFound(m) | Error::AccessDenied(m) | Error::InvalidInput(m) | Error::Internal(m) => m.clone(),
+        Error::NotFound(m)
+        | Error::AccessDenied(m)
+        | Error::InvalidInput(m)
+        | Error::Internal(m) => m.clone(),
         other => format!("{other:?}"),
     }
 }
@@ -116,7 +150,9 @@ fn find(root: &str, pattern: &str) -> Result<Vec<String>> {
     if !pattern.contains(['*', '?', '[', '{']) {
         let meta = files::stat(root, pattern.as_bytes())?;
         if !matches!(meta.kind, FileKind::Regular) {
-            return Err(Error::invalid_input(format!("{root}/{pattern} is not a regular file")));
+            return Err(Error::invalid_input(format!(
+                "{root}/{pattern} is not a regular file"
+            )));
         }
         return Ok(vec![pattern.to_string()]);
     }
@@ -127,20 +163,41 @@ fn find(root: &str, pattern: &str) -> Result<Vec<String>> {
         .map_err(|e| Error::config_field("paths", format!("invalid glob {pattern:?}: {e}")))?
         .compile_matcher();
     // Without `**` nothing deeper than the pattern's components can match.
-    let max_depth = if pattern.contains("**") { usize::MAX } else { pattern.split('/').count() };
+    let max_depth = if pattern.contains("**") {
+        usize::MAX
+    } else {
+        pattern.split('/').count()
+    };
     let mut found = Vec::new();
     walk(root, "", 1, max_depth, &glob, &mut found)?;
     found.sort();
     Ok(found)
 }
 
-fn walk(root: &str, dir: &str, depth: usize, max_depth: usize, glob: &GlobMatcher, found: &mut Vec<String>) -> Result<()> {
+fn walk(
+    root: &str,
+    dir: &str,
+    depth: usize,
+    max_depth: usize,
+    glob: &GlobMatcher,
+    found: &mut Vec<String>,
+) -> Result<()> {
     for entry in files::read_dir(root, dir.as_bytes())? {
-        let Ok(name) = String::from_utf8(entry.name) else { continue };
-        let relative = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+        let Ok(name) = String::from_utf8(entry.name) else {
+            continue;
+        };
+        let relative = if dir.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
         match entry.meta.kind {
-            FileKind::Directory if depth < max_depth => walk(root, &relative, depth + 1, max_depth, glob, found)?,
-            FileKind::Regular if glob.is_match(&relative) && !SIDE_FILES.iter().any(|s| name.ends_with(s)) => {
+            FileKind::Directory if depth < max_depth => {
+                walk(root, &relative, depth + 1, max_depth, glob, found)?
+            }
+            FileKind::Regular
+                if glob.is_match(&relative) && !SIDE_FILES.iter().any(|s| name.ends_with(s)) =>
+            {
                 found.push(relative)
             }
             _ => {}
@@ -161,7 +218,9 @@ impl BackupSession for SqliteBackup {
             .databases
             .iter()
             .find(|d| d.name == name)
-            .ok_or_else(|| Error::not_found(format!("no artifact named {name:?} in this backup")))?;
+            .ok_or_else(|| {
+                Error::not_found(format!("no artifact named {name:?} in this backup"))
+            })?;
         let snapshot = runner_sdk::sqlite::snapshot(
             &db.root,
             db.relative.as_bytes(),
@@ -192,11 +251,24 @@ impl SnapshotReader {
             ("bytes".to_string(), snapshot.size.to_string()),
         ];
         metadata.extend(database::facts(&db, original)?);
-        metadata.extend(snapshot.row_counts.iter().map(|(table, rows)| (format!("rows:{table}"), rows.to_string())));
+        metadata.extend(
+            snapshot
+                .row_counts
+                .iter()
+                .map(|(table, rows)| (format!("rows:{table}"), rows.to_string())),
+        );
         drop(db);
-        let file = std::fs::File::open(&snapshot.path)
-            .map_err(|e| Error::internal(format!("cannot read the snapshot copy {}: {e}", snapshot.path)))?;
-        Ok(SnapshotReader { copy: snapshot.path.clone(), file, metadata })
+        let file = std::fs::File::open(&snapshot.path).map_err(|e| {
+            Error::internal(format!(
+                "cannot read the snapshot copy {}: {e}",
+                snapshot.path
+            ))
+        })?;
+        Ok(SnapshotReader {
+            copy: snapshot.path.clone(),
+            file,
+            metadata,
+        })
     }
 }
 
@@ -209,7 +281,12 @@ impl ArtifactReader for SnapshotReader {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::internal(format!("reading the snapshot copy {}: {e}", self.copy))),
+                Err(e) => {
+                    return Err(Error::internal(format!(
+                        "reading the snapshot copy {}: {e}",
+                        self.copy
+                    )));
+                }
             }
         }
         buf.truncate(filled);
@@ -231,7 +308,10 @@ mod tests {
         let split = |e: &str| split_entry(e).unwrap();
         assert_eq!(split("app.db"), ("".into(), "app.db".into()));
         assert_eq!(split("data/app.db"), ("data".into(), "app.db".into()));
-        assert_eq!(split("/srv/db/*.sqlite"), ("/srv/db".into(), "*.sqlite".into()));
+        assert_eq!(
+            split("/srv/db/*.sqlite"),
+            ("/srv/db".into(), "*.sqlite".into())
+        );
         assert_eq!(split("t/**/x-*.db"), ("t".into(), "**/x-*.db".into()));
         assert!(split_entry("data/").is_err());
         assert_eq!(split("../var/app.db"), ("../var".into(), "app.db".into()));

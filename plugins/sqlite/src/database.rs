@@ -5,8 +5,8 @@
 
 use std::io::{Seek, SeekFrom, Write};
 
-use rusqlite::{Connection, OpenFlags};
 use runner_sdk::{Error, Metadata, Result};
+use rusqlite::{Connection, OpenFlags};
 
 /// Opens `path` read-only without locking: `immutable=1` tells SQLite nobody changes the
 /// file, true of every file this plugin opens, and WASI has no locks to take anyway.
@@ -19,7 +19,9 @@ pub fn open_immutable(path: &str) -> Result<Connection> {
         }
     }
     uri.push_str("?immutable=1");
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     Connection::open_with_flags(&uri, flags).map_err(|e| failed(path, e))
 }
 
@@ -36,7 +38,8 @@ pub fn failed(path: &str, e: rusqlite::Error) -> Error {
 /// Page size, page count, user_version, application_id and the number of tables.
 pub fn facts(db: &Connection, path: &str) -> Result<Metadata> {
     let pragma = |name: &str| -> Result<i64> {
-        db.pragma_query_value(None, name, |row| row.get(0)).map_err(|e| failed(path, e))
+        db.pragma_query_value(None, name, |row| row.get(0))
+            .map_err(|e| failed(path, e))
     };
     let tables: i64 = db
         .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'", [], |row| row.get(0))
@@ -44,8 +47,14 @@ pub fn facts(db: &Connection, path: &str) -> Result<Metadata> {
     Ok(vec![
         ("page_size".to_string(), pragma("page_size")?.to_string()),
         ("page_count".to_string(), pragma("page_count")?.to_string()),
-        ("user_version".to_string(), pragma("user_version")?.to_string()),
-        ("application_id".to_string(), pragma("application_id")?.to_string()),
+        (
+            "user_version".to_string(),
+            pragma("user_version")?.to_string(),
+        ),
+        (
+            "application_id".to_string(),
+            pragma("application_id")?.to_string(),
+        ),
         ("tables".to_string(), tables.to_string()),
     ])
 }
@@ -61,7 +70,10 @@ pub fn integrity_check(root: &str, path: &str) -> Result<()> {
     if findings == ["ok"] {
         return Ok(());
     }
-    Err(Error::corrupt(format!("{path}: PRAGMA integrity_check failed: {}", findings.join("; "))))
+    Err(Error::corrupt(format!(
+        "{path}: PRAGMA integrity_check failed: {}",
+        findings.join("; ")
+    )))
 }
 
 /// Marks a rollback-mode database file as WAL, as `PRAGMA journal_mode=WAL` does: the

@@ -96,19 +96,26 @@ struct Sqlite {
 
 impl Plugin for Sqlite {
     const NAME: &'static str = "sqlite";
-    const DESCRIPTION: &'static str =
-        "live SQLite databases: consistent snapshots (WAL or rollback journal), verified atomic restore";
+    const DESCRIPTION: &'static str = "live SQLite databases: consistent snapshots (WAL or rollback journal), verified atomic restore";
     type Config = Config;
 
     fn new(config: Config) -> Result<Self> {
         if config.paths.is_empty() {
-            return Err(Error::config_field("paths", "list at least one database file or glob"));
+            return Err(Error::config_field(
+                "paths",
+                "list at least one database file or glob",
+            ));
         }
         for (i, path) in config.paths.iter().enumerate() {
-            backup::split_entry(path).map_err(|why| Error::config_field(format!("paths[{i}]"), why))?;
+            backup::split_entry(path)
+                .map_err(|why| Error::config_field(format!("paths[{i}]"), why))?;
         }
-        let busy_timeout_ms = parse_duration_ms(&config.busy_timeout)
-            .ok_or_else(|| Error::config_field("busy_timeout", "expected a duration such as \"500ms\", \"5s\" or \"1m\" (at most 1h)"))?;
+        let busy_timeout_ms = parse_duration_ms(&config.busy_timeout).ok_or_else(|| {
+            Error::config_field(
+                "busy_timeout",
+                "expected a duration such as \"500ms\", \"5s\" or \"1m\" (at most 1h)",
+            )
+        })?;
         Ok(Sqlite {
             settings: std::rc::Rc::new(Settings {
                 paths: config.paths,

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::rc::Rc;
 
 use runner_sdk::{
-    Artifact, ArtifactWriter, Error, Metadata, MetadataExt, RestoreOptions, RestoreReport, RestoreSession, Result,
+    Artifact, ArtifactWriter, Error, Metadata, MetadataExt, RestoreOptions, RestoreReport,
+    RestoreSession, Result,
 };
 
 use crate::{MEDIA_TYPE, SCHEMA_VERSION, database};
@@ -48,10 +49,16 @@ struct Staged {
 impl SqliteRestore {
     pub fn begin(options: RestoreOptions) -> Result<Self> {
         let roots = runner_sdk::files::roots();
-        let is_root = |path: &str| roots.iter().any(|r| r.trim_end_matches('/') == path.trim_end_matches('/'));
+        let is_root = |path: &str| {
+            roots
+                .iter()
+                .any(|r| r.trim_end_matches('/') == path.trim_end_matches('/'))
+        };
         let destination = match options.target {
             None => Destination::InPlace,
-            Some(target) if is_root(&target) => Destination::Directory(target.trim_end_matches('/').to_string()),
+            Some(target) if is_root(&target) => {
+                Destination::Directory(target.trim_end_matches('/').to_string())
+            }
             Some(target) => match target.rsplit_once('/') {
                 Some((dir, name)) if is_root(dir) && !name.is_empty() => Destination::File(target),
                 _ => {
@@ -81,15 +88,26 @@ impl Session {
             .iter()
             .find(|r| path.starts_with(&format!("{}/", r.trim_end_matches('/'))))
             .map(String::as_str)
-            .ok_or_else(|| Error::AccessDenied(format!("{path} is not inside a directory granted to this restore")))
+            .ok_or_else(|| {
+                Error::AccessDenied(format!(
+                    "{path} is not inside a directory granted to this restore"
+                ))
+            })
     }
 
     /// Where `artifact` is restored to.
     fn destination_of(&self, artifact: &Artifact) -> Result<String> {
         let path = match &self.destination {
             Destination::Directory(dir) => {
-                if artifact.name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-                    return Err(Error::corrupt(format!("artifact name {:?} is not a relative path", artifact.name)));
+                if artifact
+                    .name
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+                {
+                    return Err(Error::corrupt(format!(
+                        "artifact name {:?} is not a relative path",
+                        artifact.name
+                    )));
                 }
                 format!("{dir}/{}", artifact.name)
             }
@@ -105,12 +123,19 @@ impl Session {
             Destination::InPlace => artifact
                 .metadata
                 .value("path")
-                .ok_or_else(|| Error::corrupt(format!("artifact {:?} records no original path", artifact.name)))?
+                .ok_or_else(|| {
+                    Error::corrupt(format!(
+                        "artifact {:?} records no original path",
+                        artifact.name
+                    ))
+                })?
                 .to_string(),
         };
         self.root_of(&path)?;
         if self.staged.iter().any(|s| s.destination == path) {
-            return Err(Error::invalid_input(format!("two databases would be restored to {path}")));
+            return Err(Error::invalid_input(format!(
+                "two databases would be restored to {path}"
+            )));
         }
         Ok(path)
     }
@@ -130,7 +155,11 @@ impl RestoreSession for SqliteRestore {
         let destination = session.destination_of(&artifact)?;
         let replaces = match std::fs::symlink_metadata(&destination) {
             Ok(meta) if meta.is_file() => true,
-            Ok(_) => return Err(Error::invalid_input(format!("{destination} exists and is not a regular file"))),
+            Ok(_) => {
+                return Err(Error::invalid_input(format!(
+                    "{destination} exists and is not a regular file"
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(Error::internal(format!("{destination}: {e}"))),
         };
@@ -143,8 +172,11 @@ impl RestoreSession for SqliteRestore {
         let (temp, file) = if session.dry_run {
             (None, None)
         } else {
-            let (dir, name) = destination.rsplit_once('/').expect("destinations are inside a root");
-            std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("cannot create {dir}: {e}")))?;
+            let (dir, name) = destination
+                .rsplit_once('/')
+                .expect("destinations are inside a root");
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::internal(format!("cannot create {dir}: {e}")))?;
             let (temp, file) = create_temp(dir, name)?;
             (Some(temp), Some(file))
         };
@@ -173,13 +205,18 @@ impl RestoreSession for SqliteRestore {
                 for side in ["-journal", "-wal", "-shm"] {
                     let side = format!("{}{side}", staged.destination);
                     match std::fs::remove_file(&side) {
-                        Ok(()) => runner_sdk::info!("removed {side}, which belonged to the replaced database"),
+                        Ok(()) => runner_sdk::info!(
+                            "removed {side}, which belonged to the replaced database"
+                        ),
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::internal(format!("cannot remove {side}: {e}"))),
+                        Err(e) => {
+                            return Err(Error::internal(format!("cannot remove {side}: {e}")));
+                        }
                     }
                 }
-                std::fs::rename(temp, &staged.destination)
-                    .map_err(|e| Error::internal(format!("cannot move {temp} to {}: {e}", staged.destination)))?;
+                std::fs::rename(temp, &staged.destination).map_err(|e| {
+                    Error::internal(format!("cannot move {temp} to {}: {e}", staged.destination))
+                })?;
                 let root = session.root_of(&staged.destination)?.to_string();
                 if !synced_roots.contains(&root) {
                     // The rename is durable only once the directory is synced.
@@ -192,7 +229,11 @@ impl RestoreSession for SqliteRestore {
                 ("replaced".to_string(), staged.replaces.to_string()),
             ];
             metadata.extend(staged.report);
-            reports.push(RestoreReport { artifact: staged.artifact, metadata, warnings: Vec::new() });
+            reports.push(RestoreReport {
+                artifact: staged.artifact,
+                metadata,
+                warnings: Vec::new(),
+            });
         }
         Ok(reports)
     }
@@ -212,14 +253,24 @@ impl RestoreSession for SqliteRestore {
 fn create_temp(dir: &str, name: &str) -> Result<(String, std::fs::File)> {
     let random = std::collections::hash_map::RandomState::new();
     for attempt in 0u32..16 {
-        let temp = format!("{dir}/.{name}.runner-restore-{:016x}", random.hash_one(attempt));
-        match std::fs::OpenOptions::new().write(true).read(true).create_new(true).open(&temp) {
+        let temp = format!(
+            "{dir}/.{name}.runner-restore-{:016x}",
+            random.hash_one(attempt)
+        );
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&temp)
+        {
             Ok(file) => return Ok((temp, file)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::internal(format!("cannot create {temp}: {e}"))),
         }
     }
-    Err(Error::internal(format!("cannot find a free temporary file name in {dir}")))
+    Err(Error::internal(format!(
+        "cannot find a free temporary file name in {dir}"
+    )))
 }
 
 /// Receives one database's bytes.
@@ -239,7 +290,8 @@ impl ArtifactWriter for DatabaseWriter {
     fn write(&mut self, chunk: &[u8]) -> Result<()> {
         self.bytes += chunk.len() as u64;
         if let (Some(file), Some(temp)) = (&mut self.file, &self.temp) {
-            file.write_all(chunk).map_err(|e| Error::internal(format!("writing {temp}: {e}")))?;
+            file.write_all(chunk)
+                .map_err(|e| Error::internal(format!("writing {temp}: {e}")))?;
         }
         Ok(())
     }
@@ -259,14 +311,19 @@ impl ArtifactWriter for DatabaseWriter {
                 }
             }
         } else {
-            report.push(("integrity_check".to_string(), "not run (dry run)".to_string()));
+            report.push((
+                "integrity_check".to_string(),
+                "not run (dry run)".to_string(),
+            ));
         }
         let mut session = self.session.borrow_mut();
         if session.closed {
             if let Some(temp) = temp {
                 let _ = std::fs::remove_file(temp);
             }
-            return Err(Error::invalid_input("the restore session is already committed or aborted"));
+            return Err(Error::invalid_input(
+                "the restore session is already committed or aborted",
+            ));
         }
         session.staged.push(Staged {
             artifact: self.artifact.clone(),
@@ -282,18 +339,27 @@ impl ArtifactWriter for DatabaseWriter {
 /// Syncs the written file, has the host run `PRAGMA integrity_check` on it, restores WAL mode, and
 /// syncs again; returns the facts for the report.
 fn check(file: &mut std::fs::File, root: &str, temp: &str, wal: bool) -> Result<Metadata> {
-    let sync = |file: &std::fs::File| file.sync_all().map_err(|e| Error::internal(format!("syncing {temp}: {e}")));
+    let sync = |file: &std::fs::File| {
+        file.sync_all()
+            .map_err(|e| Error::internal(format!("syncing {temp}: {e}")))
+    };
     sync(file)?;
     database::integrity_check(root, temp)?;
     let db = database::open_immutable(temp)?;
     let mut facts = vec![("integrity_check".to_string(), "ok".to_string())];
     let all = database::facts(&db, temp)?;
-    facts.extend(all.into_iter().filter(|(k, _)| k == "page_size" || k == "page_count"));
+    facts.extend(
+        all.into_iter()
+            .filter(|(k, _)| k == "page_size" || k == "page_count"),
+    );
     drop(db);
     if wal {
         database::mark_wal(file, temp)?;
         sync(file)?;
     }
-    facts.push(("journal_mode".to_string(), if wal { "wal" } else { "delete" }.to_string()));
+    facts.push((
+        "journal_mode".to_string(),
+        if wal { "wal" } else { "delete" }.to_string(),
+    ));
     Ok(facts)
 }

@@ -28,9 +28,14 @@ impl Plugin for Zstd {
 
     fn new(config: Config) -> Result<Self> {
         if !(1..=22).contains(&config.level) {
-            return Err(Error::config_field("level", format!("must be between 1 and 22, found {}", config.level)));
+            return Err(Error::config_field(
+                "level",
+                format!("must be between 1 and 22, found {}", config.level),
+            ));
         }
-        Ok(Zstd { level: config.level })
+        Ok(Zstd {
+            level: config.level,
+        })
     }
 }
 
@@ -49,7 +54,10 @@ fn run(op: &mut impl Operation, input: &[u8], output: &mut Vec<u8>) -> std::io::
 }
 
 /// Calls `f` with an `OutBuffer` over `output`'s spare capacity and keeps what it wrote.
-fn with_spare(output: &mut Vec<u8>, f: impl FnOnce(&mut OutBuffer<'_, Vec<u8>>) -> std::io::Result<usize>) -> std::io::Result<usize> {
+fn with_spare(
+    output: &mut Vec<u8>,
+    f: impl FnOnce(&mut OutBuffer<'_, Vec<u8>>) -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
     if output.capacity() - output.len() < OUT_STEP {
         output.reserve(OUT_STEP);
     }
@@ -71,12 +79,18 @@ impl Transform for Zstd {
     type Decoder = ZstdDecoder;
 
     fn encoder(&self, _: &ObjectInfo) -> Result<ZstdEncoder> {
-        raw::Encoder::new(self.level).map(ZstdEncoder).map_err(|e| Error::internal(format!("zstd: {e}")))
+        raw::Encoder::new(self.level)
+            .map(ZstdEncoder)
+            .map_err(|e| Error::internal(format!("zstd: {e}")))
     }
 
     fn decoder(&self, _: &ObjectInfo, _: &Metadata) -> Result<ZstdDecoder> {
         let inner = raw::Decoder::new().map_err(|e| Error::internal(format!("zstd: {e}")))?;
-        Ok(ZstdDecoder { inner, frame_complete: false, seen_input: false })
+        Ok(ZstdDecoder {
+            inner,
+            frame_complete: false,
+            seen_input: false,
+        })
     }
 }
 
@@ -105,7 +119,8 @@ impl Decoder for ZstdDecoder {
             return Ok(());
         }
         self.seen_input = true;
-        let hint = run(&mut self.inner, input, output).map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
+        let hint = run(&mut self.inner, input, output)
+            .map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
         self.frame_complete = hint == 0;
         Ok(())
     }
@@ -114,8 +129,10 @@ impl Decoder for ZstdDecoder {
         // Drain what zstd still holds internally for a frame whose input is all in.
         loop {
             let before = output.len();
-            let hint = with_spare(output, |out| self.inner.run(&mut InBuffer::around(&[]), out))
-                .map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
+            let hint = with_spare(output, |out| {
+                self.inner.run(&mut InBuffer::around(&[]), out)
+            })
+            .map_err(|e| Error::corrupt(format!("zstd: {e}")))?;
             if hint == 0 {
                 self.frame_complete = true;
             }
@@ -124,7 +141,9 @@ impl Decoder for ZstdDecoder {
             }
         }
         if !self.seen_input || !self.frame_complete {
-            return Err(Error::corrupt("zstd: truncated stream (the frame does not end)"));
+            return Err(Error::corrupt(
+                "zstd: truncated stream (the frame does not end)",
+            ));
         }
         Ok(())
     }
