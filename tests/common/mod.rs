@@ -109,6 +109,14 @@ pub async fn decode(
     Ok(out)
 }
 
+/// Whether any of a plugin's linear memories (from a debug engine) holds `needle`: the scan
+/// behind every "this secret never enters the plugin" test.
+pub fn memory_contains(memories: &[Vec<u8>], needle: &[u8]) -> bool {
+    memories
+        .iter()
+        .any(|m| m.windows(needle.len()).any(|w| w == needle))
+}
+
 /// A small deterministic PRNG (xorshift64*), so failures reproduce.
 pub struct Prng(u64);
 

@@ -80,11 +80,7 @@ async fn the_api_key_never_enters_the_plugin_memory() {
         !memories.is_empty(),
         "the debug engine must expose the plugin's linear memory"
     );
-    let contains = |needle: &[u8]| {
-        memories
-            .iter()
-            .any(|m| m.windows(needle.len()).any(|w| w == needle))
-    };
+    let contains = |needle: &[u8]| common::memory_contains(&memories, needle);
     // The scan is real: a document the plugin read is in its memory…
     assert!(contains(b"DOCUMENT-MARKER-SEEN-BY-THE-PLUGIN"));
     // …and the reference it was configured with (kept to name the credentials in its

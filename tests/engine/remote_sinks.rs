@@ -43,11 +43,7 @@ async fn the_s3_secret_never_enters_the_sink_plugin_memory() {
     );
 
     let memories = sink.linear_memories();
-    let contains = |needle: &[u8]| {
-        memories
-            .iter()
-            .any(|m| m.windows(needle.len()).any(|w| w == needle))
-    };
+    let contains = |needle: &[u8]| common::memory_contains(&memories, needle);
     assert!(
         contains(&marker[..64]),
         "the scan must see data the plugin handled"

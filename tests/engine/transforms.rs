@@ -376,11 +376,7 @@ async fn the_key_never_enters_the_aes_gcm_plugin_memory() {
         !memories.is_empty(),
         "the debug engine must expose the plugin's linear memory"
     );
-    let contains = |needle: &[u8]| {
-        memories
-            .iter()
-            .any(|m| m.windows(needle.len()).any(|w| w == needle))
-    };
+    let contains = |needle: &[u8]| common::memory_contains(&memories, needle);
     // The scan is real: data the plugin handled is in its memory...
     assert!(
         contains(marker),
