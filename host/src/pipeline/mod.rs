@@ -75,7 +75,11 @@ impl From<StageError> for RunError {
 pub struct Context {
     pub engine: Engine,
     pub pipeline: Pipeline,
+    /// Set before the first [`Context::sink_spec`]: the sink is prepared once with them.
     pub secrets: SecretResolver,
+    /// The sink, prepared once: its plugin loaded and its storage (HTTP client, cached
+    /// tokens) opened, shared by the repository and every worker of a command.
+    sink: std::sync::OnceLock<StageSpec>,
 }
 
 impl Context {
@@ -84,6 +88,7 @@ impl Context {
             engine,
             pipeline,
             secrets: SecretResolver::from_process_env(),
+            sink: std::sync::OnceLock::new(),
         }
     }
 
@@ -110,6 +115,14 @@ impl Context {
 
     /// The sink stage as configured in the pipeline file.
     pub fn sink_spec(&self) -> Result<StageSpec, RunError> {
+        if let Some(spec) = self.sink.get() {
+            return Ok(spec.clone());
+        }
+        let spec = self.prepare_sink()?;
+        Ok(self.sink.get_or_init(|| spec).clone())
+    }
+
+    fn prepare_sink(&self) -> Result<StageSpec, RunError> {
         let stage = &self.pipeline.sink;
         let plugin = stages::load_plugin(&self.engine, stage)?;
         let mut grants =

@@ -21,6 +21,7 @@ const RENEW_BEFORE: Duration = Duration::from_secs(120);
 pub struct ServiceAccount {
     email: String,
     token_uri: String,
+    token_host: String,
     key: RsaKeyPair,
     token: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
@@ -55,16 +56,23 @@ impl ServiceAccount {
             .map_err(|_| bad("the service account's private_key is not PEM"))?;
         let key = RsaKeyPair::from_pkcs8(&der)
             .map_err(|_| bad("the service account's private_key is not a PKCS#8 RSA key"))?;
+        let token_uri = file.token_uri.unwrap_or_else(|| DEFAULT_TOKEN_URI.into());
+        let token_host = url::Url::parse(&token_uri)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .ok_or_else(|| bad("the service account's token_uri is not a URL"))?;
         Ok(ServiceAccount {
             email: file.client_email,
-            token_uri: file.token_uri.unwrap_or_else(|| DEFAULT_TOKEN_URI.into()),
+            token_uri,
+            token_host,
             key,
             token: tokio::sync::Mutex::new(None),
         })
     }
 
-    pub fn token_uri(&self) -> &str {
-        &self.token_uri
+    /// Whether a request goes to the token endpoint's host (it carries no access token).
+    pub fn is_token_request(&self, uri: &http::Uri) -> bool {
+        uri.host() == Some(self.token_host.as_str())
     }
 
     /// A valid access token: the cached one, or a new one from `exchange`, which sends the

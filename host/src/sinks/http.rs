@@ -183,11 +183,7 @@ impl HttpTransport for Transport {
         mut req: http::Request<Buffer>,
     ) -> opendal::Result<http::Response<HttpBody>> {
         if let Some(account) = &self.service_account
-            && req.uri().host()
-                != http::Uri::try_from(account.token_uri())
-                    .ok()
-                    .as_ref()
-                    .and_then(|u| u.host())
+            && !account.is_token_request(req.uri())
         {
             let token = account
                 .access_token(|mut token_request| async move {
