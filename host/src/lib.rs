@@ -7,9 +7,12 @@
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod manifest;
+pub mod monitor;
 pub mod pipeline;
 pub mod plugins;
 pub mod repository;
 pub mod sinks;
+pub mod status;

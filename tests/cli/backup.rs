@@ -455,13 +455,19 @@ fn killed_runs_leave_no_snapshot_and_earlier_ones_intact() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let status = child.wait().unwrap();
-        let expected = if status.success() { 2 } else { 1 };
-        assert_eq!(
-            setup.snapshots().len(),
-            expected,
-            "kill after {delay_ms} ms"
-        );
+        // A kill after the manifest was written (while history, lock release and the
+        // summary still run) leaves a complete snapshot; `verify --all --read-data` below
+        // proves it whole. A kill before it leaves none.
+        let count = setup.snapshots().len();
         if status.success() {
+            assert_eq!(count, 2, "a successful run committed no snapshot");
+        } else {
+            assert!(
+                count == 1 || count == 2,
+                "kill after {delay_ms} ms: {count} snapshots"
+            );
+        }
+        if count == 2 {
             break;
         }
     }

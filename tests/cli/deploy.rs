@@ -37,6 +37,15 @@ fn the_systemd_units_verify_and_run_a_real_command() {
     let mut words = exec.split_whitespace().map(|w| w.replace("%i", "daily"));
     assert_eq!(words.next().unwrap(), "/usr/local/bin/runner");
     assert_cli_accepts(&words.collect::<Vec<_>>(), "runner@.service");
+    let daemon = std::fs::read_to_string(deploy("systemd/runner-daemon.service")).unwrap();
+    let daemon_exec = daemon
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    // `$$` is systemd's escape for a literal `$`.
+    let mut words = daemon_exec.split_whitespace().map(|w| w.replace("$$", "$"));
+    assert_eq!(words.next().unwrap(), "/usr/local/bin/runner");
+    assert_cli_accepts(&words.collect::<Vec<_>>(), "runner-daemon.service");
     let timer = std::fs::read_to_string(deploy("systemd/runner@.timer")).unwrap();
     assert!(timer.contains("Persistent=true") && timer.contains("WantedBy=timers.target"));
 
@@ -57,10 +66,16 @@ fn the_systemd_units_verify_and_run_a_real_command() {
     )
     .unwrap();
     std::fs::write(dir.path().join("runner@.timer"), &timer).unwrap();
+    std::fs::write(
+        dir.path().join("runner-daemon.service"),
+        daemon.replace("/usr/local/bin/runner", env!("CARGO_BIN_EXE_runner")),
+    )
+    .unwrap();
     let output = Command::new("systemd-analyze")
         .arg("verify")
         .arg(dir.path().join("runner@daily.service"))
         .arg(dir.path().join("runner@daily.timer"))
+        .arg(dir.path().join("runner-daemon.service"))
         .output()
         .unwrap();
     assert!(

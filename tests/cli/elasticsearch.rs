@@ -595,13 +595,14 @@ fn clusters_before_point_in_time_are_read_by_scroll() {
 }
 
 #[test]
-fn opensearch_with_basic_auth_is_read_by_scroll() {
+fn opensearch_before_point_in_time_with_basic_auth_is_read_by_scroll() {
     let basic = "Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="; // elastic:changeme
     let setup = Setup::new(
         EmulatorOptions {
-            version: "2.11.0".into(),
+            version: "2.3.0".into(),
             opensearch: true,
             authorization: Some(basic.into()),
+            ..Default::default()
         },
         "username = \"${env:ES_TEST_USER}\"\npassword = \"${file:es.password}\"",
     );
@@ -629,6 +630,217 @@ fn opensearch_with_basic_auth_is_read_by_scroll() {
         "{}",
         stdout(&output)
     );
+}
+
+#[test]
+fn opensearch_is_read_at_its_own_point_in_time_and_restored() {
+    // 2.x has no `_shard_doc` (the emulator refuses it, as OpenSearch does): pages go in
+    // `_id` order; 3.3 has it.
+    for version in ["2.11.0", "3.3.0"] {
+        let setup = Setup::new(
+            EmulatorOptions {
+                version: version.into(),
+                opensearch: true,
+                ..Default::default()
+            },
+            "page_size = 37",
+        );
+        let es = &setup.emulator;
+        small(es, "catalog", 300);
+        small(es, "orders", 120);
+        // Indexed right after the first point in time opened: not in the backup.
+        es.index_after_next_view(
+            "{\"index\":{\"_index\":\"catalog\",\"_id\":\"late\"}}\n{\"code\":\"x\",\"n\":1}\n",
+        );
+        let before = es.documents("orders");
+        let out = setup.backup();
+        let requests = es.requests();
+        for path in [
+            "/catalog/_search/point_in_time",
+            "/orders/_search/point_in_time",
+        ] {
+            assert!(
+                requests.iter().any(|r| r == &format!("POST {path}")),
+                "{version}: {requests:?}"
+            );
+        }
+        assert_eq!(
+            requests
+                .iter()
+                .filter(|r| *r == "DELETE /_search/point_in_time")
+                .count(),
+            2,
+            "{version}: {requests:?}"
+        );
+        assert!(
+            !requests
+                .iter()
+                .any(|r| r.contains("scroll") || r.contains("_pit")),
+            "{version}: neither scroll nor Elasticsearch's _pit: {requests:?}"
+        );
+        assert_eq!(es.open_views(), 0, "every point in time deleted");
+        assert!(out.contains("committed"), "{out}");
+
+        for index in ["catalog", "orders"] {
+            es.ok("DELETE", &format!("/{index}"), None);
+        }
+        let out = setup.restore(&["--mode", "replace"]);
+        assert_eq!(reported(&out, "catalog", "restored"), Some(300), "{out}");
+        assert_eq!(reported(&out, "orders", "restored"), Some(120), "{out}");
+        let catalog = es.documents("catalog");
+        assert_eq!(catalog.len(), 300, "{version}");
+        assert!(!catalog.contains_key("late"), "{version}");
+        assert_eq!(es.documents("orders"), before, "{version}");
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 made with the openssl command line:
+/// (CA certificate PEM, server identity).
+fn private_ca(dir: &Path) -> (String, crate::common::es_emulator::TlsIdentity) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            stderr(&output)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Runner Test Private CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    (
+        read("ca.pem"),
+        crate::common::es_emulator::TlsIdentity {
+            cert_pem: read("server.pem"),
+            key_pem: read("server.key"),
+        },
+    )
+}
+
+#[test]
+fn https_with_a_private_ca_needs_the_ca_bundle() {
+    let keys = tempfile::tempdir().unwrap();
+    let (ca_pem, identity) = private_ca(keys.path());
+    let setup = Setup::new(
+        EmulatorOptions {
+            authorization: Some(format!("ApiKey {API_KEY}")),
+            tls: Some(identity),
+            ..Default::default()
+        },
+        "api_key = \"${env:ES_TEST_API_KEY}\"",
+    );
+    let es = &setup.emulator;
+    assert!(es.url().starts_with("https://127.0.0.1:"));
+    small(es, "secure", 250);
+
+    // Without the bundle: the web roots do not vouch for the private CA.
+    let output = setup.run(&["run", "pipeline.toml"]);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("TLS certificate error"), "{err}");
+    assert!(err.contains("ca_file"), "{err}");
+    assert!(
+        err.contains("UnknownIssuer"),
+        "rustls' reason is logged: {err}"
+    );
+    assert!(!err.contains(API_KEY), "{err}");
+    assert!(
+        es.requests().is_empty(),
+        "nothing reached the server: {:?}",
+        es.requests()
+    );
+    assert!(
+        !setup.dir.path().join("repo/snapshots").exists()
+            || std::fs::read_dir(setup.dir.path().join("repo/snapshots"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+
+    // A bundle that is not a certificate is refused before anything is sent.
+    std::fs::write(setup.dir.path().join("bad.pem"), "not a certificate\n").unwrap();
+    setup.write_pipeline("api_key = \"${env:ES_TEST_API_KEY}\"\nca_file = \"bad.pem\"");
+    let output = setup.run(&["run", "pipeline.toml"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("no certificate in it"),
+        "{}",
+        stderr(&output)
+    );
+
+    // With it: backup, restore and validate all go through the host's sender.
+    std::fs::write(setup.dir.path().join("es-ca.pem"), &ca_pem).unwrap();
+    setup.write_pipeline("api_key = \"${env:ES_TEST_API_KEY}\"\nca_file = \"es-ca.pem\"");
+    let out = setup.ok(&["validate", "pipeline.toml"]);
+    assert!(
+        out.contains(&format!(
+            "{} trusts only the 1 CA certificate(s) of",
+            es.url()
+        )),
+        "{out}"
+    );
+    let before = es.documents("secure");
+    setup.backup();
+    assert!(
+        es.authorizations()
+            .iter()
+            .all(|a| a == &format!("ApiKey {API_KEY}"))
+    );
+    es.ok("DELETE", "/secure", None);
+    let out = setup.restore(&["--mode", "replace"]);
+    assert_eq!(reported(&out, "secure", "restored"), Some(250), "{out}");
+    assert_eq!(es.documents("secure"), before);
 }
 
 #[test]

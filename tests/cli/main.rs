@@ -5,12 +5,18 @@ mod common;
 
 mod authors;
 mod backup;
+mod contract;
+mod daemon;
 mod deploy;
 mod elasticsearch;
 mod examples;
+mod locks;
+mod monitoring;
+mod operations;
 mod plugins;
 mod postgres;
 mod remote;
+mod retention;
 mod sandbox;
 mod sqlite;
 mod validate;

@@ -42,7 +42,7 @@ fn lists_every_built_in_with_the_digest_of_its_wasm_file() {
             bytes.len() as u64,
             "{name}"
         );
-        assert_eq!(plugin["contract"], "0.1.0");
+        assert_eq!(plugin["contract"], "0.2.0");
         assert!(!plugin["version"].as_str().unwrap().is_empty());
     }
 }
@@ -58,7 +58,7 @@ fn inspect_reports_world_contract_imports_and_digest() {
     assert!(output.status.success(), "{}", crate::stderr(&output));
     let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(report["world"], "transform-plugin");
-    assert_eq!(report["contract"], "runner:plugin@0.1.0");
+    assert_eq!(report["contract"], "runner:plugin@0.2.0");
     assert_eq!(report["name"], "zstd");
     assert_eq!(
         report["sha256"].as_str().unwrap(),

@@ -1,7 +1,7 @@
 //! The postgres source end to end against the PostgreSQL server on 127.0.0.1:5432: a
 //! fixture of many object kinds backed up and restored, proven with pg_dump and content
 //! digests; unsupported kinds, selective and failing restores, writers during a backup,
-//! and connection errors.
+//! tables read and loaded in parallel from one snapshot, and connection errors.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -634,6 +634,211 @@ fn postgres_backup_is_consistent_while_writers_run() {
     let foreign_keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'";
     assert_eq!(target.sql(foreign_keys), source.sql(foreign_keys));
     assert_ne!(target.sql(foreign_keys), "0");
+}
+
+/// Accounts in each of the two balance tables of the transfer fixture.
+const ACCOUNTS: u32 = 60_000;
+
+/// `checking` and `savings` accounts and a `transfers` log: a transfer moves money from
+/// a checking to a savings account and logs it in one transaction, so in any one
+/// consistent state the money is constant and savings grew by exactly the logged sum.
+/// Padding makes every table several MB, long enough to read that the parallel readers
+/// overlap.
+fn transfer_fixture(db: &Db) {
+    db.sql(&format!(
+        "CREATE TABLE checking (id int PRIMARY KEY, balance bigint NOT NULL, pad text NOT NULL);
+         CREATE TABLE savings (id int PRIMARY KEY, balance bigint NOT NULL, pad text NOT NULL);
+         CREATE TABLE transfers (id bigserial PRIMARY KEY, from_id int NOT NULL REFERENCES checking,
+                                 to_id int NOT NULL REFERENCES savings, amount bigint NOT NULL, pad text NOT NULL);
+         INSERT INTO checking SELECT g, 1000, repeat(md5(g::text), 3) FROM generate_series(1, {ACCOUNTS}) g;
+         INSERT INTO savings SELECT g, 1000, repeat(md5(g::text), 3) FROM generate_series(1, {ACCOUNTS}) g;
+         INSERT INTO transfers (from_id, to_id, amount, pad)
+              SELECT g, g, 0, repeat(md5(g::text), 3) FROM generate_series(1, {ACCOUNTS}) g;
+         CREATE INDEX ON transfers (to_id);
+         ANALYZE"
+    ));
+}
+
+/// True when `db` holds one consistent state of the transfer fixture.
+fn transfers_balance(db: &Db) -> String {
+    db.sql(&format!(
+        "SELECT (SELECT sum(balance) FROM checking) + (SELECT sum(balance) FROM savings) = {total}
+            AND (SELECT sum(balance) FROM savings) - {start} = (SELECT sum(amount) FROM transfers)",
+        total = 2 * 1000 * u64::from(ACCOUNTS),
+        start = 1000 * u64::from(ACCOUNTS),
+    ))
+}
+
+#[test]
+fn postgres_parallel_backup_reads_every_table_in_one_snapshot() {
+    let source = Db::create("transfers");
+    // First in the listing and over 3 objects (16 MiB each) of COPY text: it is still being
+    // loaded, a full decode window in flight, while the other tables load next to it
+    // (this once left every worker blocked on output no one read).
+    source.sql(
+        "CREATE TABLE archive (id int PRIMARY KEY, note text NOT NULL);
+         INSERT INTO archive SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 450000) g",
+    );
+    transfer_fixture(&source);
+    // Transfers until killed, on two connections.
+    let script = write_temp(
+        "\\set a random(1, 60000)\n\\set b random(1, 60000)\n\\set x random(1, 100)\n\
+         BEGIN;\nUPDATE checking SET balance = balance - :x WHERE id = :a;\n\
+         UPDATE savings SET balance = balance + :x WHERE id = :b;\n\
+         INSERT INTO transfers (from_id, to_id, amount, pad) VALUES (:a, :b, :x, 'p');\nCOMMIT;\n",
+    );
+    let mut writers = Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-c",
+            "2",
+            "-t",
+            "10000000",
+            "-n",
+            "-f",
+        ])
+        .arg(&script)
+        .arg(&source.name)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logged = "SELECT count(*) FROM transfers WHERE amount > 0";
+    while source.sql(logged) == "0" {
+        assert!(
+            writers.try_wait().unwrap().is_none(),
+            "pgbench stopped before writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pipeline = Pipeline::for_db(&source, "jobs = 3");
+    let backed_up = pipeline.run(&["-v", "run", "pipeline.toml"]);
+    let moved = source.sql(logged);
+    let _ = writers.kill();
+    let _ = writers.wait();
+    assert!(backed_up.status.success(), "{}", stderr(&backed_up));
+    assert!(
+        stderr(&backed_up).contains("reading artifacts in parallel from one shared view"),
+        "{}",
+        stderr(&backed_up)
+    );
+    // Every table was read in the same exported snapshot, by more than one server process
+    // (the pids and the snapshot id are the server's, recorded by the plugin per table).
+    let tables = ["public.checking", "public.savings", "public.transfers"];
+    let snapshots: std::collections::BTreeSet<String> = tables
+        .iter()
+        .map(|t| {
+            pipeline
+                .artifact_metadata(t, "snapshot")
+                .expect("snapshot recorded")
+        })
+        .collect();
+    assert_eq!(
+        snapshots.len(),
+        1,
+        "one snapshot for all tables: {snapshots:?}"
+    );
+    let processes: std::collections::BTreeSet<String> = tables
+        .iter()
+        .map(|t| {
+            pipeline
+                .artifact_metadata(t, "backend_pid")
+                .expect("pid recorded")
+        })
+        .collect();
+    assert!(
+        processes.len() >= 2,
+        "the tables were read on {processes:?}: one connection, not parallel"
+    );
+    assert!(moved.parse::<u64>().unwrap() > 0);
+
+    // The writers kept moving money while the tables were read one by one on different
+    // connections; only one point in time balances.
+    let target = Db::reserve("transfers_dst");
+    let restored = pipeline.restore(&["--target", &target.name]);
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    assert_eq!(
+        transfers_balance(&target),
+        "t",
+        "the restored tables come from one consistent state"
+    );
+    for table in tables.iter().chain(&["public.archive"]) {
+        let rows = target.sql(&format!("SELECT count(*) FROM {table}"));
+        assert_eq!(
+            pipeline.artifact_metadata(table, "rows").as_deref(),
+            Some(rows.as_str()),
+            "{table}"
+        );
+    }
+    // Loaded on three connections at once, keys and indexes built on more than one.
+    let report = stdout(&restored);
+    assert!(report.contains("tables_loaded_at_once=3"), "{report}");
+    assert!(!report.contains("post_data_connections=1"), "{report}");
+    let foreign_keys = "SELECT count(*) FROM pg_constraint WHERE contype = 'f'";
+    assert_eq!(target.sql(foreign_keys), "2");
+    assert_eq!(staging_databases(&target.name), "");
+}
+
+#[test]
+fn postgres_jobs_one_reads_and_loads_on_one_connection() {
+    let source = Db::create("jobs1");
+    transfer_fixture(&source);
+    let pipeline = Pipeline::for_db(&source, "jobs = 1");
+    let output = pipeline.run(&["-v", "run", "pipeline.toml"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("in parallel"),
+        "{}",
+        stderr(&output)
+    );
+    let processes: std::collections::BTreeSet<String> =
+        ["public.checking", "public.savings", "public.transfers"]
+            .iter()
+            .map(|t| pipeline.artifact_metadata(t, "backend_pid").unwrap())
+            .collect();
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    let target = Db::reserve("jobs1_dst");
+    let restored = pipeline.restore(&["--target", &target.name]);
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    let report = stdout(&restored);
+    assert!(report.contains("tables_loaded_at_once=1"), "{report}");
+    assert!(report.contains("post_data_connections=1"), "{report}");
+    assert_eq!(transfers_balance(&target), "t");
+
+    // A restore takes the pipeline's `jobs` now, not the one recorded at backup.
+    std::fs::write(
+        pipeline.path().join("pipeline.toml"),
+        std::fs::read_to_string(pipeline.path().join("pipeline.toml"))
+            .unwrap()
+            .replace("jobs = 1", "jobs = 2"),
+    )
+    .unwrap();
+    let again = Db::reserve("jobs2_dst");
+    let restored = pipeline.restore(&["--target", &again.name]);
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    let report = stdout(&restored);
+    assert!(report.contains("tables_loaded_at_once=2"), "{report}");
+    assert!(report.contains("post_data_connections=2"), "{report}");
+    assert_eq!(transfers_balance(&again), "t");
+
+    // Nonsense is refused before anything runs.
+    std::fs::write(
+        pipeline.path().join("pipeline.toml"),
+        std::fs::read_to_string(pipeline.path().join("pipeline.toml"))
+            .unwrap()
+            .replace("jobs = 2", "jobs = 0"),
+    )
+    .unwrap();
+    let refused = pipeline.run(&["run", "pipeline.toml"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("jobs") && stderr(&refused).contains("expected 1 to 64"),
+        "{}",
+        stderr(&refused)
+    );
 }
 
 #[test]

@@ -13,9 +13,9 @@ use crate::common::s3_server::{self, S3Server};
 use crate::common::{Prng, tree};
 use crate::{stderr, stdout};
 
-const BUCKET: &str = "backups";
+pub const BUCKET: &str = "backups";
 
-fn s3_sink(endpoint: &str, extra: &str) -> String {
+pub fn s3_sink(endpoint: &str, extra: &str) -> String {
     format!(
         "[sink]\ntype = \"s3\"\nbucket = \"{BUCKET}\"\nprefix = \"runner/test\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"${{env:TEST_S3_SECRET}}\"\n{extra}\n",
         s3_server::ACCESS_KEY
@@ -30,7 +30,7 @@ fn drive_sink(endpoint: &str, extra: &str) -> String {
 }
 
 /// Runs `runner` in `setup` with the remote credentials in its environment.
-fn command(setup: &Setup, args: &[&str], s3_secret: &str) -> std::process::Command {
+pub fn command(setup: &Setup, args: &[&str], s3_secret: &str) -> std::process::Command {
     let mut cmd = setup.command(args, PASSPHRASE);
     cmd.env("TEST_S3_SECRET", s3_secret)
         .env("TEST_GDRIVE_SECRET", DriveFake::CLIENT_SECRET)
@@ -55,7 +55,7 @@ fn snapshot_count(setup: &Setup) -> usize {
 }
 
 /// One file of `size` pseudo-random (incompressible) bytes plus a few small ones.
-fn write_data(root: &Path, size: usize, seed: u64) {
+pub fn write_data(root: &Path, size: usize, seed: u64) {
     use std::io::Write;
     let mut prng = Prng::new(seed);
     let mut file = std::fs::File::create(root.join("big.bin")).unwrap();

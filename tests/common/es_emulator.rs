@@ -24,8 +24,18 @@ pub struct EmulatorOptions {
     /// When set, every request must carry exactly this `Authorization` value (else 401).
     pub authorization: Option<String>,
     /// Answer as OpenSearch (`version.distribution`): no Elasticsearch `_pit` endpoint,
+    /// OpenSearch's own point-in-time API from 2.4 (no `_shard_doc` before 3.3),
     /// `hits.total` as an object.
     pub opensearch: bool,
+    /// Serve HTTPS with this certificate chain and key (PEM) instead of HTTP.
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A server certificate (chain, PEM) and its private key (PEM).
+#[derive(Clone, Debug)]
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl Default for EmulatorOptions {
@@ -34,6 +44,7 @@ impl Default for EmulatorOptions {
             version: "8.15.0".into(),
             authorization: None,
             opensearch: false,
+            tls: None,
         }
     }
 }
@@ -41,6 +52,7 @@ impl Default for EmulatorOptions {
 /// A running emulator; stops when dropped.
 pub struct Emulator {
     addr: SocketAddr,
+    https: bool,
     state: Arc<Mutex<State>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -55,6 +67,25 @@ pub struct Answer {
 
 impl Emulator {
     pub fn start(options: EmulatorOptions) -> Emulator {
+        let https = options.tls.is_some();
+        let acceptor = options.tls.as_ref().map(|identity| {
+            use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .expect("emulator certificate PEM");
+            let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes())
+                .expect("emulator key PEM");
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("emulator certificate and key");
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
         let state = Arc::new(Mutex::new(State::new(options)));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
@@ -74,14 +105,24 @@ impl Emulator {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
                             let state = served.clone();
+                            let acceptor = acceptor.clone();
                             tokio::spawn(async move {
                                 let service = hyper::service::service_fn(move |request| {
                                     let state = state.clone();
                                     async move { Ok::<_, std::convert::Infallible>(serve(&state, request).await) }
                                 });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                    .await;
+                                let http = hyper::server::conn::http1::Builder::new();
+                                match acceptor {
+                                    // A client that refuses the certificate ends the handshake here.
+                                    Some(acceptor) => {
+                                        if let Ok(stream) = acceptor.accept(stream).await {
+                                            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                                        }
+                                    }
+                                    None => {
+                                        let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                                    }
+                                }
                             });
                         }
                     }
@@ -91,15 +132,17 @@ impl Emulator {
         let addr = addr_rx.recv().expect("emulator started");
         Emulator {
             addr,
+            https,
             state,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// One request handled exactly as over HTTP (authorization aside), without the network.
@@ -110,6 +153,20 @@ impl Emulator {
                 .lock()
                 .unwrap()
                 .handle(method, path, "application/json", &body);
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())),
+        }
+    }
+
+    /// One request with a raw body and content type, handled as over HTTP.
+    pub fn call_raw(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
+        let (status, bytes, _) =
+            self.state
+                .lock()
+                .unwrap()
+                .handle(method, path, content_type, body);
         Answer {
             status,
             body: serde_json::from_slice(&bytes)
@@ -352,6 +409,8 @@ struct State {
     minor: u32,
     indices: BTreeMap<String, Index>,
     pits: HashMap<String, View>,
+    /// OpenSearch points in time: creation time and keep-alive, both in milliseconds.
+    pit_meta: HashMap<String, (u128, u64)>,
     scrolls: HashMap<String, Scroll>,
     next_id: u64,
     reject_bulk_requests: u32,
@@ -475,6 +534,7 @@ impl State {
             minor,
             indices: BTreeMap::new(),
             pits: HashMap::new(),
+            pit_meta: HashMap::new(),
             scrolls: HashMap::new(),
             next_id: 1,
             reject_bulk_requests: 0,
@@ -489,6 +549,86 @@ impl State {
 
     fn has_pit(&self) -> bool {
         !self.options.opensearch && (self.major, self.minor) >= (7, 10)
+    }
+
+    /// OpenSearch's own point-in-time API (`create_pit.json`, `delete_pit.json`), from 2.4.
+    fn has_opensearch_pit(&self) -> bool {
+        self.options.opensearch && (self.major, self.minor) >= (2, 4)
+    }
+
+    /// `POST /{index}/_search/point_in_time?keep_alive=`: answers `pit_id`.
+    fn create_opensearch_pit(
+        &mut self,
+        expression: &str,
+        params: &HashMap<String, String>,
+    ) -> (u16, Value) {
+        let Some(keep_alive) = params.get("keep_alive") else {
+            return error(
+                400,
+                "action_request_validation_exception",
+                "Validation Failed: 1: keep alive not specified;",
+            );
+        };
+        let Some(keep_alive_ms) = time_value_millis(keep_alive) else {
+            return error(
+                400,
+                "illegal_argument_exception",
+                &format!(
+                    "failed to parse setting [keep_alive] with value [{keep_alive}] as a time value: unit is missing or unrecognized"
+                ),
+            );
+        };
+        let view = match self.open_view(expression) {
+            Ok(view) => view,
+            Err(e) => return e,
+        };
+        let id = self.fresh_id("pit");
+        let total = view.shards.len();
+        let created = now_millis();
+        self.pits.insert(id.clone(), view);
+        self.pit_meta.insert(id.clone(), (created, keep_alive_ms));
+        (
+            200,
+            json!({"pit_id": id, "_shards": {"total": total, "successful": total, "skipped": 0, "failed": 0}, "creation_time": created}),
+        )
+    }
+
+    /// `DELETE /_search/point_in_time` with `{"pit_id": [..]}`.
+    fn delete_opensearch_pits(&mut self, body: &Value) -> (u16, Value) {
+        let ids: Vec<String> = match body.get("pit_id") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::String(id)) => vec![id.clone()],
+            _ => {
+                return error(
+                    400,
+                    "action_request_validation_exception",
+                    "Validation Failed: 1: no pit ids specified;",
+                );
+            }
+        };
+        let pits: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                let found = self.pits.remove(id).is_some();
+                self.pit_meta.remove(id);
+                json!({"successful": found, "pit_id": id})
+            })
+            .collect();
+        (200, json!({"pits": pits}))
+    }
+
+    /// `GET /_search/point_in_time/_all`.
+    fn all_opensearch_pits(&self) -> (u16, Value) {
+        let mut pits: Vec<(&String, &(u128, u64))> = self.pit_meta.iter().collect();
+        pits.sort_by_key(|(_, (created, _))| *created);
+        let pits: Vec<Value> = pits
+            .into_iter()
+            .map(|(id, (created, keep_alive))| json!({"pit_id": id, "creation_time": created, "keep_alive": keep_alive}))
+            .collect();
+        (200, json!({"pits": pits}))
     }
 
     fn fresh_id(&mut self, prefix: &str) -> String {
@@ -605,13 +745,45 @@ impl State {
             ("POST", [index, "_bulk"]) | ("PUT", [index, "_bulk"]) => self.bulk(Some(index), body, &params),
             ("POST", ["_refresh"]) | ("GET", ["_refresh"]) => self.refresh("_all"),
             ("POST", [index, "_refresh"]) | ("GET", [index, "_refresh"]) => self.refresh(index),
-            ("GET" | "POST", ["_count"]) => self.count("_all", &parsed),
-            ("GET" | "POST", [index, "_count"]) => self.count(index, &parsed),
+            ("GET" | "POST", ["_count"]) => self.count("_all", &parsed, &params),
+            ("GET" | "POST", [index, "_count"]) => self.count(index, &parsed, &params),
             ("POST", [index, "_pit"]) if self.has_pit() => self.open_pit(index, &params),
             ("DELETE", ["_pit"]) if self.has_pit() => self.close_pit(&parsed),
-            ("GET" | "POST", ["_search", "scroll"]) => self.scroll_next(&parsed, &params),
-            ("GET" | "POST", ["_search", "scroll", id]) => self.scroll_next(&json!({"scroll_id": id}), &params),
+            ("POST", [index, "_search", "point_in_time"]) if self.has_opensearch_pit() => {
+                self.create_opensearch_pit(index, &params)
+            }
+            ("DELETE", ["_search", "point_in_time"]) if self.has_opensearch_pit() => {
+                self.delete_opensearch_pits(&parsed)
+            }
+            ("GET", ["_search", "point_in_time", "_all"]) if self.has_opensearch_pit() => {
+                self.all_opensearch_pits()
+            }
+            ("DELETE", ["_search", "point_in_time", "_all"]) if self.has_opensearch_pit() => {
+                let ids: Vec<String> = self.pit_meta.keys().cloned().collect();
+                self.delete_opensearch_pits(&json!({"pit_id": ids}))
+            }
+            ("GET" | "POST", ["_search", "scroll"]) => {
+                let mut request = parsed.clone();
+                if request.get("scroll_id").is_none()
+                    && let Some(id) = params.get("scroll_id")
+                {
+                    request["scroll_id"] = json!(id);
+                }
+                self.scroll_next(&request, &params)
+            }
+            // The body's scroll id, when there is one, overrides the path's.
+            ("GET" | "POST", ["_search", "scroll", id]) => match parsed.get("scroll_id") {
+                Some(_) => self.scroll_next(&parsed, &params),
+                None => self.scroll_next(&json!({"scroll_id": id}), &params),
+            },
+            ("PUT" | "POST", [index, "_alias" | "_aliases", name]) => self.update_aliases(
+                &json!({"actions": [{"add": {"index": index, "alias": name}}]}),
+            ),
             ("DELETE", ["_search", "scroll"]) => self.clear_scroll(&parsed),
+            ("DELETE", ["_search", "scroll", ids]) => {
+                let ids: Vec<&str> = ids.split(',').collect();
+                self.clear_scroll(&json!({"scroll_id": ids}))
+            }
             ("GET" | "POST", ["_search"]) => self.search(None, &parsed, &params),
             ("GET" | "POST", [index, "_search"]) => self.search(Some(index), &parsed, &params),
             ("GET", ["_mapping"]) => self.per_index("_all", |_, i| json!({"mappings": i.mappings})),
@@ -848,6 +1020,27 @@ impl State {
                 "Failed to parse mapping: mappings must be an object",
             );
         }
+        if self.major >= 8
+            && !self.options.opensearch
+            && index_settings
+                .get("index.soft_deletes.enabled")
+                .map(scalar_string)
+                .as_deref()
+                == Some("false")
+        {
+            return error(
+                400,
+                "illegal_argument_exception",
+                "Creating indices with soft-deletes disabled is no longer supported. Please do not specify a value for setting [index.soft_deletes.enabled].",
+            );
+        }
+        if has_empty_field_name(&mappings) {
+            return error(
+                400,
+                "illegal_argument_exception",
+                "field name cannot be an empty string",
+            );
+        }
         let mut aliases = Map::new();
         if let Some(given) = body.get("aliases").and_then(Value::as_object) {
             for (alias, spec) in given {
@@ -860,7 +1053,7 @@ impl State {
                         ),
                     );
                 }
-                aliases.insert(alias.clone(), spec.clone());
+                aliases.insert(alias.clone(), alias_spec(spec));
             }
         }
         self.indices.insert(
@@ -1085,7 +1278,31 @@ impl State {
         )
     }
 
-    fn count(&mut self, expression: &str, body: &Value) -> (u16, Value) {
+    fn count(
+        &mut self,
+        expression: &str,
+        body: &Value,
+        params: &HashMap<String, String>,
+    ) -> (u16, Value) {
+        if let Some(n) = params.get("terminate_after")
+            && n.parse::<i64>().is_ok_and(|n| n <= 0)
+        {
+            return error(
+                400,
+                "illegal_argument_exception",
+                "terminateAfter must be > 0",
+            );
+        }
+        if let Some(other) = body
+            .as_object()
+            .and_then(|o| o.keys().find(|k| k.as_str() != "query"))
+        {
+            return error(
+                400,
+                "parsing_exception",
+                &format!("request does not support [{other}]"),
+            );
+        }
         let names = match self.resolve(expression, true) {
             Ok(names) => names,
             Err(e) => return e,
@@ -1193,6 +1410,103 @@ impl State {
         }
     }
 
+    /// The sort of a search: the body's `sort`, else the `sort` query parameter
+    /// (`field[:order],…`), checked as Elasticsearch checks it.
+    fn parse_sort(
+        &self,
+        body: &Value,
+        params: &HashMap<String, String>,
+        with_pit: bool,
+        view: &View,
+    ) -> Result<Vec<Sort>, (u16, Value)> {
+        let mut specs: Vec<(String, String)> = Vec::new();
+        match body.get("sort") {
+            Some(sort) => {
+                let keys: Vec<&Value> = match sort {
+                    Value::Array(items) => items.iter().collect(),
+                    other => vec![other],
+                };
+                for key in keys {
+                    match key {
+                        Value::String(f) => specs.push((f.clone(), String::new())),
+                        Value::Object(o) => {
+                            let (f, spec) = o.iter().next().ok_or_else(|| {
+                                error(400, "parsing_exception", "[sort] empty sort object")
+                            })?;
+                            let order = spec
+                                .as_str()
+                                .or_else(|| spec.get("order").and_then(Value::as_str))
+                                .unwrap_or("");
+                            specs.push((f.clone(), order.to_string()));
+                        }
+                        _ => return Err(error(400, "parsing_exception", "[sort] malformed")),
+                    }
+                }
+            }
+            None => {
+                if let Some(param) = params.get("sort") {
+                    for part in param.split(',').filter(|p| !p.is_empty()) {
+                        let (f, order) = part.split_once(':').unwrap_or((part, ""));
+                        specs.push((f.to_string(), order.to_string()));
+                    }
+                }
+            }
+        }
+        let mut sorts = Vec::new();
+        for (field, order) in specs {
+            let desc = match order.as_str() {
+                "desc" => true,
+                "asc" => false,
+                // `_score` sorts descending by default, everything else ascending.
+                "" => field == "_score",
+                other => {
+                    return Err(error(
+                        400,
+                        "illegal_argument_exception",
+                        &format!("Unknown SortOrder [{other}]"),
+                    ));
+                }
+            };
+            let key = match field.as_str() {
+                "_shard_doc" if self.options.opensearch && (self.major, self.minor) < (3, 3) => {
+                    return Err(error(
+                        400,
+                        "query_shard_exception",
+                        "No mapping found for [_shard_doc] in order to sort on",
+                    ));
+                }
+                "_shard_doc" if !with_pit => {
+                    return Err(error(
+                        400,
+                        "illegal_argument_exception",
+                        "[_shard_doc] sort field cannot be used without [point in time]",
+                    ));
+                }
+                "_shard_doc" => SortKey::ShardDoc,
+                "_doc" => SortKey::Doc,
+                "_id" => SortKey::Id,
+                "_score" => SortKey::Score,
+                _ => {
+                    for (name, _) in &view.shards {
+                        let mappings = self.indices.get(name).map(|i| &i.mappings);
+                        if mapped_type(mappings, &field).as_deref() == Some("text") {
+                            return Err(error(
+                                400,
+                                "illegal_argument_exception",
+                                &format!(
+                                    "Text fields are not optimised for operations that require per-document field data like aggregations and sorting, so these operations are disabled by default. Please use a keyword field instead. Alternatively, set fielddata=true on [{field}] in order to load field data by uninverting the inverted index. Note that this can use significant memory."
+                                ),
+                            ));
+                        }
+                    }
+                    SortKey::Field(field)
+                }
+            };
+            sorts.push(Sort { key, desc });
+        }
+        Ok(sorts)
+    }
+
     fn search(
         &mut self,
         index: Option<&str>,
@@ -1206,6 +1520,28 @@ impl State {
             .unwrap_or(10) as usize;
         let from = body.get("from").and_then(Value::as_u64).unwrap_or(0) as usize;
         let scroll = params.get("scroll").cloned();
+        if scroll.is_some() {
+            // Every validation failure is reported, numbered, as SearchRequest#validate does.
+            let mut failures = Vec::new();
+            if params.get("request_cache").map(String::as_str) == Some("true") {
+                failures.push("[request_cache] cannot be used in a scroll context");
+            }
+            if size == 0 {
+                failures.push("[size] cannot be [0] in a scroll context");
+            }
+            if !failures.is_empty() {
+                let listed: String = failures
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| format!("{}: {f};", i + 1))
+                    .collect();
+                return error(
+                    400,
+                    "action_request_validation_exception",
+                    &format!("Validation Failed: {listed}"),
+                );
+            }
+        }
         let pit = body.get("pit");
         let view = match (pit, index) {
             (Some(_), Some(_)) => {
@@ -1256,84 +1592,80 @@ impl State {
                 }
             }
         };
-        // Sorting: `_shard_doc` / `_doc` (index order), the only orders a backup needs.
-        let mut shard_doc_sort = false;
-        if let Some(sort) = body.get("sort") {
-            let keys: Vec<&Value> = match sort {
-                Value::Array(items) => items.iter().collect(),
-                other => vec![other],
-            };
-            for key in keys {
-                let (field, order) = match key {
-                    Value::String(f) => (f.as_str(), "asc"),
-                    Value::Object(o) => {
-                        let (f, spec) = o.iter().next().unwrap();
-                        let order = spec
-                            .as_str()
-                            .or_else(|| spec.get("order").and_then(Value::as_str))
-                            .unwrap_or("asc");
-                        (f.as_str(), order)
-                    }
-                    _ => ("", "asc"),
-                };
-                match field {
-                    "_shard_doc" if pit.is_none() => {
-                        return error(
-                            400,
-                            "illegal_argument_exception",
-                            "[_shard_doc] sort field cannot be used without [point in time]",
-                        );
-                    }
-                    "_shard_doc" | "_doc" if order == "asc" => shard_doc_sort = true,
-                    _ => {
-                        return error(
-                            400,
-                            "illegal_argument_exception",
-                            &format!(
-                                "the emulator sorts only by _doc or _shard_doc ascending, not [{field}] {order}"
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-        let after = match body.get("search_after") {
+        // Sorting: `_shard_doc` / `_doc` (index order), `_id`, `_score`, or mapped fields.
+        let sorts = match self.parse_sort(body, params, pit.is_some(), &view) {
+            Ok(sorts) => sorts,
+            Err(e) => return e,
+        };
+        let index_order = sorts.is_empty()
+            || (sorts.len() == 1
+                && matches!(sorts[0].key, SortKey::ShardDoc | SortKey::Doc)
+                && !sorts[0].desc);
+        let sorted = !sorts.is_empty();
+        let after: Option<Vec<Value>> = match body.get("search_after") {
             None => None,
-            Some(Value::Array(values)) if values.len() == 1 && shard_doc_sort => values[0].as_u64(),
-            Some(_) => {
+            Some(Value::Array(values)) if values.len() == sorts.len() => Some(
+                values
+                    .iter()
+                    .zip(&sorts)
+                    .map(|(v, s)| s.after_value(v))
+                    .collect(),
+            ),
+            Some(Value::Array(values)) => {
                 return error(
                     400,
                     "illegal_argument_exception",
-                    "search_after has 1 value(s) but sort has 0.",
+                    &format!(
+                        "search_after has {} value(s) but sort has {}.",
+                        values.len(),
+                        sorts.len()
+                    ),
                 );
+            }
+            Some(_) => {
+                return error(400, "parsing_exception", "[search_after] must be an array");
             }
         };
         let query = body
             .get("query")
             .cloned()
             .unwrap_or(json!({"match_all": {}}));
-        let match_all = query.get("match_all").is_some() && scroll.is_none();
-        let mut matched: Vec<(u64, &str, &Arc<Doc>)> = Vec::new();
+        let match_all = query.get("match_all").is_some() && scroll.is_none() && index_order;
+        let after_key = match (&after, index_order && sorted) {
+            (Some(values), true) => values[0].as_u64(),
+            _ => None,
+        };
+        // (key in index order, index, document, sort values)
+        let mut matched: Vec<(u64, &str, &Arc<Doc>, Vec<Value>)> = Vec::new();
         let mut total_matched = 0u64;
         for (shard, (name, docs)) in view.shards.iter().enumerate() {
             if match_all {
                 // Every document matches: only the page itself is collected.
                 total_matched += docs.len() as u64;
-                let first = match after {
+                let first = match after_key {
                     Some(a) if (a >> 32) > shard as u64 => docs.len(),
                     Some(a) if (a >> 32) == shard as u64 => ((a & 0xffff_ffff) + 1) as usize,
                     _ => 0,
                 };
                 let room = (from + size).saturating_sub(matched.len());
                 for (position, doc) in docs.iter().enumerate().skip(first).take(room) {
-                    matched.push((((shard as u64) << 32) | position as u64, name, doc));
+                    let key = ((shard as u64) << 32) | position as u64;
+                    let values = if sorted { vec![json!(key)] } else { Vec::new() };
+                    matched.push((key, name, doc, values));
                 }
                 continue;
             }
+            let mappings = self.indices.get(name).map(|i| i.mappings.clone());
             for (position, doc) in docs.iter().enumerate() {
                 let key = ((shard as u64) << 32) | position as u64;
                 match matches(&query, doc) {
-                    Ok(true) => matched.push((key, name, doc)),
+                    Ok(true) => {
+                        let values = sorts
+                            .iter()
+                            .map(|s| s.value(key, doc, mappings.as_ref()))
+                            .collect();
+                        matched.push((key, name, doc, values));
+                    }
                     Ok(false) => {}
                     Err(e) => return e,
                 }
@@ -1341,22 +1673,32 @@ impl State {
         }
         if !match_all {
             total_matched = matched.len() as u64;
+            // Ties keep index order (shard, then document), as Lucene's merge does.
+            matched.sort_by(|a, b| compare_sorted(&sorts, &a.3, &b.3).then(a.0.cmp(&b.0)));
         }
-        let wanted: Vec<&(u64, &str, &Arc<Doc>)> = matched
+        let wanted: Vec<&(u64, &str, &Arc<Doc>, Vec<Value>)> = matched
             .iter()
-            .filter(|(k, _, _)| after.is_none_or(|a| *k > a))
+            .filter(|(_, _, _, values)| {
+                after.as_ref().is_none_or(|a| {
+                    compare_sorted(&sorts, values, a) == std::cmp::Ordering::Greater
+                })
+            })
             .collect();
         let source_wanted = !matches!(body.get("_source"), Some(Value::Bool(false)));
-        let hit = |(key, name, doc): &(u64, &str, &Arc<Doc>)| {
-            let mut hit = json!({"_index": name, "_id": doc.id, "_score": if shard_doc_sort { Value::Null } else { json!(1.0) }});
+        let typed = self.major < 8 && !self.options.opensearch;
+        let hit = |(_, name, doc, values): &(u64, &str, &Arc<Doc>, Vec<Value>)| {
+            let mut hit = json!({"_index": name, "_id": doc.id, "_score": if sorted { Value::Null } else { json!(1.0) }});
+            if typed {
+                hit["_type"] = json!("_doc");
+            }
             if let Some(r) = &doc.routing {
                 hit["_routing"] = json!(r);
             }
             if source_wanted {
                 hit["_source"] = serde_json::from_str::<Value>(&doc.source).unwrap();
             }
-            if shard_doc_sort {
-                hit["sort"] = json!([key]);
+            if sorted {
+                hit["sort"] = Value::Array(values.clone());
             }
             hit
         };
@@ -1497,13 +1839,22 @@ impl State {
                     );
                 }
             };
-            let (kind, meta) = action
+            let Some((kind, meta)) = action
                 .as_object()
                 .unwrap()
                 .iter()
                 .next()
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .unwrap();
+            else {
+                return error(
+                    400,
+                    "illegal_argument_exception",
+                    &format!(
+                        "Malformed action/metadata line [{}], expected FIELD_NAME but found [END_OBJECT]",
+                        number + 1
+                    ),
+                );
+            };
             if !matches!(kind.as_str(), "index" | "create" | "delete" | "update") {
                 return error(
                     400,
@@ -1550,7 +1901,17 @@ impl State {
                 .or(meta.get("_routing"))
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            let (status, item) = if self.reject_bulk_items > 0 {
+            let (status, item) = if id.as_deref() == Some("") {
+                let (status, e) = error(
+                    400,
+                    "illegal_argument_exception",
+                    "if _id is specified it must not be empty",
+                );
+                (
+                    status,
+                    json!({"_index": index, "_id": Value::Null, "status": status, "error": e["error"]["root_cause"][0]}),
+                )
+            } else if self.reject_bulk_items > 0 {
                 self.reject_bulk_items -= 1;
                 self.rejected += 1;
                 let (status, e) = error(
@@ -1602,7 +1963,9 @@ impl State {
                     let (status, e) = error(
                         400,
                         "illegal_argument_exception",
-                        &format!("no write index is defined for alias [{index}]"),
+                        &format!(
+                            "no write index is defined for alias [{index}]. The write index may be explicitly disabled using is_write_index=false or the alias points to multiple indices without one being designated as a write index"
+                        ),
                     );
                     return (
                         status,
@@ -1845,6 +2208,24 @@ fn matches(query: &Value, doc: &Doc) -> Result<bool, (u16, Value)> {
             .get("values")
             .and_then(Value::as_array)
             .is_some_and(|v| v.iter().any(|x| x.as_str() == Some(&doc.id)))),
+        "match" => {
+            let (field, wanted) = spec
+                .as_object()
+                .and_then(|o| o.iter().next())
+                .ok_or_else(|| error(400, "parsing_exception", "[match] query malformed"))?;
+            let wanted = wanted.get("query").unwrap_or(wanted);
+            let source: Value = serde_json::from_str(&doc.source).unwrap();
+            let Some(value) = source.pointer(&format!("/{}", field.replace('.', "/"))) else {
+                return Ok(false);
+            };
+            Ok(match (value, wanted) {
+                (Value::String(have), Value::String(want)) => {
+                    let have = words(have);
+                    words(want).iter().any(|w| have.contains(w))
+                }
+                (have, want) => have == want || have.to_string() == scalar_string(want),
+            })
+        }
         "term" => {
             let (field, wanted) = spec
                 .as_object()
@@ -2079,6 +2460,168 @@ fn parse_date(text: &str) -> bool {
                 && z[1..3].iter().chain(&z[4..6]).all(u8::is_ascii_digit)
         }
     }
+}
+
+/// What a search sorts by.
+enum SortKey {
+    /// Shard and document position: unique, needs a point in time.
+    ShardDoc,
+    /// Index order.
+    Doc,
+    Id,
+    Score,
+    Field(String),
+}
+
+struct Sort {
+    key: SortKey,
+    desc: bool,
+}
+
+impl Sort {
+    /// The sort value of one document (`null` when it has no value: sorted last).
+    fn value(&self, key: u64, doc: &Doc, mappings: Option<&Value>) -> Value {
+        match &self.key {
+            SortKey::ShardDoc | SortKey::Doc => json!(key),
+            SortKey::Id => json!(doc.id),
+            SortKey::Score => json!(1.0),
+            SortKey::Field(field) => {
+                let source: Value = serde_json::from_str(&doc.source).unwrap_or(Value::Null);
+                let value = source
+                    .pointer(&format!("/{}", field.replace('.', "/")))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                match mapped_type(mappings, field).as_deref() {
+                    Some("date") => date_millis(&value).map_or(Value::Null, |m| json!(m)),
+                    Some("boolean") => match value {
+                        Value::Bool(b) => json!(u8::from(b)),
+                        other => other,
+                    },
+                    _ => value,
+                }
+            }
+        }
+    }
+
+    /// A `search_after` value as the sort compares it (dates may be given formatted).
+    fn after_value(&self, value: &Value) -> Value {
+        match (&self.key, value) {
+            (SortKey::Field(_), Value::String(text)) => date_millis(value)
+                .map(|m| json!(m))
+                .unwrap_or_else(|| json!(text)),
+            _ => value.clone(),
+        }
+    }
+}
+
+/// Orders two rows of sort values; documents without a value come last in either order.
+fn compare_sorted(sorts: &[Sort], a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for (sort, (x, y)) in sorts.iter().zip(a.iter().zip(b)) {
+        let ordering = match (x, y) {
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Null, _) => return Ordering::Greater,
+            (_, Value::Null) => return Ordering::Less,
+            (Value::Number(m), Value::Number(n)) => match (m.as_i64(), n.as_i64()) {
+                (Some(m), Some(n)) => m.cmp(&n),
+                _ => m
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&n.as_f64().unwrap_or(0.0)),
+            },
+            (Value::String(m), Value::String(n)) => m.cmp(n),
+            (m, n) => m.to_string().cmp(&n.to_string()),
+        };
+        let ordering = if sort.desc {
+            ordering.reverse()
+        } else {
+            ordering
+        };
+        if ordering != Ordering::Equal {
+            return ordering;
+        }
+    }
+    Ordering::Equal
+}
+
+/// The mapped `type` of a dotted field path, if mapped.
+fn mapped_type(mappings: Option<&Value>, field: &str) -> Option<String> {
+    let mut node = mappings?;
+    for part in field.split('.') {
+        node = node.get("properties")?.get(part)?;
+    }
+    node.get("type").and_then(Value::as_str).map(str::to_string)
+}
+
+/// Milliseconds since the epoch of a date value (a number of millis, or an ISO 8601 text).
+fn date_millis(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(text) => {
+            if let Ok(t) = text.parse::<jiff::Timestamp>() {
+                return Some(t.as_millisecond());
+            }
+            let civil = text.parse::<jiff::civil::DateTime>().ok().or_else(|| {
+                text.parse::<jiff::civil::Date>()
+                    .ok()
+                    .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+            })?;
+            civil
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .ok()
+                .map(|z| z.timestamp().as_millisecond())
+        }
+        _ => None,
+    }
+}
+
+/// Whether some mapped property (at any depth) is named "".
+fn has_empty_field_name(mapping: &Value) -> bool {
+    mapping
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|p| {
+            p.iter()
+                .any(|(k, v)| k.is_empty() || has_empty_field_name(v))
+        })
+}
+
+/// An alias definition as the cluster keeps it: `routing` split into index and search
+/// routing, `is_write_index` as a boolean.
+fn alias_spec(given: &Value) -> Value {
+    let mut spec = given.as_object().cloned().unwrap_or_default();
+    if let Some(routing) = spec.remove("routing") {
+        spec.entry("index_routing").or_insert(routing.clone());
+        spec.entry("search_routing").or_insert(routing);
+    }
+    if let Some(Value::String(flag)) = spec.get("is_write_index") {
+        let flag = flag == "true";
+        spec.insert("is_write_index".into(), json!(flag));
+    }
+    Value::Object(spec)
+}
+
+/// Milliseconds of an Elasticsearch time value ("5m", "23h", "90s", "100ms").
+fn time_value_millis(text: &str) -> Option<u64> {
+    let digits = text.trim_end_matches(char::is_alphabetic);
+    let n: u64 = digits.parse().ok()?;
+    let unit = match &text[digits.len()..] {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(n * unit)
+}
+
+/// Lowercased words of a text, as the standard analyzer splits them.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 fn now_millis() -> u128 {

@@ -1,12 +1,15 @@
 //! Helpers shared by the end-to-end tests: engines, built-in transforms, deterministic data.
 #![allow(dead_code)]
 
+pub mod background;
 pub mod drive_fake;
 pub mod es_emulator;
+pub mod es_yaml;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod s3_server;
 pub mod tree;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;

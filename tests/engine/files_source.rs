@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use runner::capabilities::StageGrants;
 use runner::config::{DirAccess, DirGrant, Grants, Limits, StageKind};
 use runner::engine::bindings::PluginErrorKind;
-use runner::engine::bindings::source::exports::runner::plugin::source::{
-    Artifact, RestoreMode, RestoreOptions, RestoreReport,
-};
+use runner::engine::contract::{Artifact, RestoreMode, RestoreOptions, RestoreReport};
 use runner::engine::{Engine, PluginError, SourceInstance};
 use serde_json::json;
 

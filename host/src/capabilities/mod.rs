@@ -36,6 +36,8 @@ pub struct StageGrants {
     pub sqlite_scratch: Option<Arc<sqlite::Scratch>>,
     /// Headers (credentials) the host adds to requests to granted HTTP origins.
     pub http_headers: Vec<network::InjectedHeader>,
+    /// HTTPS origins that trust a CA bundle instead of the built-in web roots.
+    pub http_trusted: Vec<network::TrustedRoots>,
 }
 
 /// The data of one plugin instance's store.
@@ -62,6 +64,7 @@ impl HostState {
             http_grants: network::HttpGrants::new(
                 grants.grants.http.clone(),
                 grants.http_headers.clone(),
+                grants.http_trusted.clone(),
                 plugin.clone(),
             ),
             files: files::FileRoots::new(&grants.grants)?,

@@ -39,6 +39,28 @@ pub struct StorageOptions {
     /// Put-if-absent by a stat before the write, for servers without conditional writes
     /// (racy between two writers; a conditional write is not).
     pub if_absent_by_stat: bool,
+    /// For a remote backend: whether its last request reached it, so a failed command
+    /// can tell "the sink is unreachable" from other failures.
+    pub reachability: Option<Arc<Reachability>>,
+}
+
+/// Whether a remote backend's most recent request got through (any response counts) or
+/// failed to connect or timed out; set by the HTTP transport.
+#[derive(Debug, Default)]
+pub struct Reachability {
+    unreachable: std::sync::atomic::AtomicBool,
+}
+
+impl Reachability {
+    pub fn record(&self, reached: bool) {
+        self.unreachable
+            .store(!reached, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last request could not reach the backend.
+    pub fn unreachable(&self) -> bool {
+        self.unreachable.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Storage {
@@ -80,6 +102,14 @@ impl Storage {
 
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// The backend's last request failed to connect or timed out.
+    pub fn unreachable(&self) -> bool {
+        self.options
+            .reachability
+            .as_ref()
+            .is_some_and(|r| r.unreachable())
     }
 }
 

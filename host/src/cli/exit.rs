@@ -1,60 +1,7 @@
-//! Exit codes and how a failed command is reported: the error chain, one cause a line.
+//! How a failed command is reported — the error chain, one cause a line — and with which
+//! exit code ([`ExitStatus`]).
 
-/// The process exit codes, stable for scripts and monitoring.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ExitStatus {
-    Success = 0,
-    /// Anything not covered below.
-    Failure = 1,
-    /// Bad command line or pipeline file.
-    Config = 2,
-    /// Stored data failed a check: a digest, an authentication tag, a missing object.
-    Integrity = 5,
-    /// The passphrase or key file does not open the repository.
-    WrongKey = 6,
-}
-
-impl ExitStatus {
-    /// The exit status for a failed run, restore or verify.
-    pub fn of(error: &crate::pipeline::RunError) -> Self {
-        use crate::engine::PluginError;
-        use crate::engine::bindings::PluginErrorKind;
-        use crate::pipeline::RunError;
-        use crate::pipeline::chain::ChainError;
-        use crate::repository::RepoError;
-        match error {
-            RunError::Config(_) | RunError::Usage(_) => ExitStatus::Config,
-            RunError::Repository(
-                RepoError::WrongKey { .. }
-                | RepoError::KeyRequired { .. }
-                | RepoError::NotEncrypted { .. },
-            ) => ExitStatus::WrongKey,
-            RunError::Repository(RepoError::Corrupt { .. } | RepoError::Format { .. }) => {
-                ExitStatus::Integrity
-            }
-            RunError::Repository(RepoError::Missing | RepoError::NoSnapshot(_)) => {
-                ExitStatus::Config
-            }
-            RunError::Chain { source, .. } => match source {
-                ChainError::Mismatch { .. }
-                | ChainError::Missing { .. }
-                | ChainError::ShortWrite { .. }
-                | ChainError::NotStored { .. } => ExitStatus::Integrity,
-                ChainError::Plugin {
-                    source:
-                        PluginError::Plugin {
-                            error: PluginErrorKind::Corrupt(_),
-                            ..
-                        },
-                    ..
-                } => ExitStatus::Integrity,
-                _ => ExitStatus::Failure,
-            },
-            _ => ExitStatus::Failure,
-        }
-    }
-}
+pub use crate::status::ExitStatus;
 
 impl From<crate::repository::RepoError> for CliError {
     fn from(error: crate::repository::RepoError) -> Self {

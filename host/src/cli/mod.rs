@@ -1,12 +1,19 @@
 //! The command line: raw arguments (clap) → one subcommand module each → exit code.
 
+mod check;
 mod common;
+mod daemon;
 mod exit;
+mod history;
 mod key;
 mod plugins;
+mod progress;
+mod prune;
 mod restore;
 mod run;
 mod snapshots;
+mod status;
+mod unlock;
 mod validate;
 mod verify;
 
@@ -43,6 +50,18 @@ enum Command {
     Verify(verify::Args),
     /// List the snapshots of a pipeline's repository.
     Snapshots(snapshots::Args),
+    /// Exit 8 (and notify `stale`) when the newest snapshot is older than max_age.
+    Check(check::Args),
+    /// Each pipeline at a glance: last run, snapshot age, size, success rate.
+    Status(status::Args),
+    /// Run pipelines on their schedules; serve /health, /metrics and POST /run/NAME.
+    Daemon(daemon::Args),
+    /// Every run's record: outcome, time, bytes, error.
+    History(history::Args),
+    /// Remove stale repository locks (every lock with --all).
+    Unlock(unlock::Args),
+    /// Forget snapshots by the pipeline's [retention] policy and remove unreferenced objects.
+    Prune(prune::Args),
     /// Manage the repository's passphrases (key slots).
     Key(key::Args),
     /// Check a pipeline file: syntax, plugins, options, secrets and grants.
@@ -59,7 +78,9 @@ pub struct Globals {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.json);
+    // The daemon says what it starts and how runs end; the one-shot commands only warn.
+    let quiet = !matches!(cli.command, Command::Daemon(_));
+    init_logging(cli.verbose, cli.json, quiet);
     let globals = Globals { json: cli.json };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -82,6 +103,12 @@ pub fn main() -> std::process::ExitCode {
             Command::Restore(args) => restore::run(args, globals).await,
             Command::Verify(args) => verify::run(args, globals).await,
             Command::Snapshots(args) => snapshots::run(args, globals).await,
+            Command::History(args) => history::run(args, globals).await,
+            Command::Daemon(args) => daemon::run(args, globals).await,
+            Command::Check(args) => check::run(args, globals).await,
+            Command::Status(args) => status::run(args, globals).await,
+            Command::Unlock(args) => unlock::run(args, globals).await,
+            Command::Prune(args) => prune::run(args, globals).await,
             Command::Key(args) => key::run(args, globals).await,
             Command::Validate(args) => validate::run(args, globals).await,
             Command::Plugins(args) => plugins::run(args, globals).await,
@@ -93,20 +120,24 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, json: bool) {
+fn init_logging(verbose: u8, json: bool, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn",
+        0 if quiet => "warn",
+        0 => "info",
         1 => "info,runner=debug",
         _ => "debug,runner=trace",
     };
     let filter = EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(progress::LogWriter);
     if json {
         builder.json().init();
-    } else {
+    } else if quiet {
         builder.without_time().with_target(false).init();
+    } else {
+        // A long-running process: every line says when.
+        builder.with_target(false).init();
     }
 }

@@ -11,7 +11,7 @@ use clap::Subcommand;
 
 use crate::cli::common::human_bytes;
 use crate::cli::{CliError, Globals};
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Contract, Engine, EngineOptions};
 use crate::plugins::BUILTINS;
 
 #[derive(clap::Args, Debug)]
@@ -56,7 +56,7 @@ async fn list(engine: &Engine, globals: Globals) -> Result<(), CliError> {
             "name": builtin.name,
             "kind": builtin.kind.to_string(),
             "version": info.version,
-            "contract": loaded.shape.contract_version,
+            "contract": loaded.contract.version(),
             "sha256": hex::encode(loaded.digest),
             "size": builtin.wasm.len(),
             "description": info.description,
@@ -99,7 +99,8 @@ async fn inspect(engine: &Engine, file: &PathBuf, globals: Globals) -> Result<()
         "version": info.version,
         "description": info.description,
         "world": format!("{}-plugin", loaded.shape.kind),
-        "contract": format!("runner:plugin@{}", loaded.shape.contract_version),
+        "contract": loaded.contract.to_string(),
+        "current_contract": Contract::CURRENT.to_string(),
         "size": wasm.len(),
         "sha256": hex::encode(loaded.digest),
         "imports": loaded.shape.imports,
@@ -118,10 +119,15 @@ async fn inspect(engine: &Engine, file: &PathBuf, globals: Globals) -> Result<()
         "world:     {}",
         report["world"].as_str().unwrap_or_default()
     );
-    println!(
-        "contract:  {}",
-        report["contract"].as_str().unwrap_or_default()
-    );
+    if loaded.contract == Contract::CURRENT {
+        println!("contract:  {}", loaded.contract);
+    } else {
+        println!(
+            "contract:  {} (older than this runner's {}: runs through the host's adapter, unchanged)",
+            loaded.contract,
+            Contract::CURRENT.version()
+        );
+    }
     println!(
         "size:      {} ({} bytes)",
         human_bytes(wasm.len() as u64),

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use crate::cli::common::{context, human_bytes};
+use crate::cli::common::{LockArgs, SnapshotArgs, context, human_bytes};
+use crate::cli::progress::Display;
 use crate::cli::{CliError, Globals};
-use crate::engine::bindings::source::exports::runner::plugin::source::RestoreMode;
+use crate::engine::contract::RestoreMode;
 use crate::pipeline::restore::{self, RestoreRequest};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -19,9 +20,8 @@ enum Mode {
 pub struct Args {
     /// The pipeline file.
     pipeline: PathBuf,
-    /// Snapshot id (a unique prefix) or `latest`.
-    #[arg(long, default_value = "latest")]
-    snapshot: String,
+    #[command(flatten)]
+    snapshot: SnapshotArgs,
     /// Restore only what these globs select (artifact names, or paths inside them).
     #[arg(long = "only")]
     only: Vec<String>,
@@ -40,15 +40,20 @@ pub struct Args {
     /// e.g. sqlite; an existing database is replaced only with --overwrite too).
     #[arg(long, conflicts_with = "target")]
     in_place: bool,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
-    let ctx = context(&args.pipeline)?;
+    let mut ctx = context(&args.pipeline)?;
+    let display = Display::new(globals);
+    ctx.events = display.events.clone();
+    ctx.lock_wait = args.lock.wait;
     // As written: a directory (relative to the working directory) or, for sources that
     // do not restore into directories, a database name or URL, an index prefix.
     let target = args.target;
     let request = RestoreRequest {
-        snapshot: Some(args.snapshot),
+        selection: args.snapshot.selection(),
         only: args.only,
         target,
         mode: match args.mode {
@@ -60,7 +65,9 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         in_place: args.in_place,
     };
     let dry_run = request.dry_run;
-    let summary = restore::run(&ctx, request).await?;
+    let summary = restore::run(&ctx, request).await;
+    display.finish();
+    let summary = summary?;
     if globals.json {
         let reports: Vec<serde_json::Value> = summary
             .reports

@@ -55,10 +55,24 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
         None
     };
 
+    // The next few times, so an operator sees the schedule means what they meant.
+    let upcoming: Vec<jiff::Timestamp> = pipeline.schedule.as_ref().map_or(Vec::new(), |s| {
+        std::iter::successors(s.next_after(jiff::Timestamp::now()), |t| s.next_after(*t))
+            .take(3)
+            .collect()
+    });
     if globals.json {
         println!(
             "{}",
-            serde_json::json!({ "pipeline": pipeline.name, "file": args.pipeline, "valid": true, "stages": report, "sink_check": remote })
+            serde_json::json!({
+                "pipeline": pipeline.name,
+                "file": args.pipeline,
+                "valid": true,
+                "schedule": pipeline.schedule.as_ref().map(|s| s.describe()),
+                "next_runs": upcoming,
+                "stages": report,
+                "sink_check": remote,
+            })
         );
     } else {
         println!(
@@ -66,6 +80,23 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
             args.pipeline.display(),
             pipeline.name
         );
+        if let Some(schedule) = &pipeline.schedule {
+            let zone = &schedule.time_zone;
+            let times: Vec<String> = upcoming
+                .iter()
+                .map(|t| {
+                    t.to_zoned(zone.clone())
+                        .strftime("%a %Y-%m-%d %H:%M %Z")
+                        .to_string()
+                })
+                .collect();
+            println!(
+                "  schedule {}, missed runs: {}; next: {}",
+                schedule.describe(),
+                schedule.missed.name(),
+                times.join(", ")
+            );
+        }
         for entry in &report {
             println!(
                 "  {:<22} {} {}  sha256:{}",
@@ -150,6 +181,14 @@ fn describe_grants(grants: &StageGrants) -> Vec<String> {
         lines.push(format!(
             "http {} gets its {} header from the host (the plugin never holds it)",
             header.origin, header.name
+        ));
+    }
+    for trusted in &grants.http_trusted {
+        lines.push(format!(
+            "{} trusts only the {} CA certificate(s) of {}",
+            trusted.origin,
+            trusted.certificates,
+            trusted.ca_file.display()
         ));
     }
     for tcp in &grants.grants.tcp {

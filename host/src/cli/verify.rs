@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::common::{context, human_bytes};
+use crate::cli::common::{LockArgs, SnapshotArgs, context, human_bytes};
 use crate::cli::{CliError, ExitStatus, Globals};
 use crate::pipeline::verify::{self, VerifyRequest};
 
@@ -10,23 +10,25 @@ use crate::pipeline::verify::{self, VerifyRequest};
 pub struct Args {
     /// The pipeline file.
     pipeline: PathBuf,
-    /// Snapshot id (a unique prefix) or `latest`.
-    #[arg(long, conflicts_with = "all")]
-    snapshot: Option<String>,
+    #[command(flatten)]
+    snapshot: SnapshotArgs,
     /// Every snapshot.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["snapshot", "as_of", "tags"])]
     all: bool,
     /// Read every object back through the recorded chain, checking every digest.
     #[arg(long)]
     read_data: bool,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
-    let ctx = context(&args.pipeline)?;
+    let mut ctx = context(&args.pipeline)?;
+    ctx.lock_wait = args.lock.wait;
     let checks = verify::run(
         &ctx,
         VerifyRequest {
-            snapshot: args.snapshot,
+            selection: args.snapshot.selection(),
             all: args.all,
             read_data: args.read_data,
         },

@@ -2,9 +2,13 @@
 
 mod error;
 mod grants;
+mod hooks;
 mod limits;
 mod location;
+mod monitor;
 mod raw;
+mod retention;
+mod schedule;
 mod secret;
 mod stage;
 mod units;
@@ -17,11 +21,17 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use grants::{DirAccess, DirGrant, GrantError, Grants, HttpGrant, TcpGrant};
+pub use hooks::{HookPoint, HooksConfig, OnHookError};
 pub use limits::Limits;
 pub use location::Location;
+pub use monitor::{MonitorConfig, NotifyConfig, NotifyOn, NotifyTarget};
+pub use retention::Retention;
+pub use schedule::{MissedRuns, Schedule};
 pub use secret::{Secret, SecretRef, SecretResolver, SecretValueRef};
 pub use stage::{PluginRef, StageConfig, StageKind};
-pub use units::{UnitError, parse_duration, parse_size};
+pub use units::{
+    CalendarSpan, UnitError, parse_calendar_span, parse_duration, parse_size, parse_time,
+};
 
 use location::SourceFile;
 
@@ -38,9 +48,20 @@ pub enum KeySource {
     KeyFile(PathBuf),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepositoryConfig {
     pub key: Option<KeySource>,
+    /// `lock_stale_after`: a lock not refreshed for this long is stale.
+    pub lock_stale_after: std::time::Duration,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            key: None,
+            lock_stale_after: crate::repository::lock::DEFAULT_STALE_AFTER,
+        }
+    }
 }
 
 /// A validated pipeline: one source, transforms in order, one sink.
@@ -48,9 +69,19 @@ pub struct RepositoryConfig {
 pub struct Pipeline {
     /// `[pipeline] name`, or the file stem.
     pub name: String,
+    /// `[pipeline] schedule`: when `runner daemon` runs it; `None`: only on demand.
+    pub schedule: Option<Schedule>,
     /// The file as given (relative paths stay relative, for messages).
     pub path: PathBuf,
     pub repository: RepositoryConfig,
+    /// `[retention]`: which snapshots `runner prune` keeps; `None` when the file has no table.
+    pub retention: Option<Retention>,
+    /// Commands the host runs around `runner run`.
+    pub hooks: HooksConfig,
+    /// Staleness, size warning, metrics file.
+    pub monitor: MonitorConfig,
+    /// Who hears about failures, successes and staleness.
+    pub notify: Vec<NotifyConfig>,
     pub source: StageConfig,
     pub transforms: Vec<StageConfig>,
     pub sink: StageConfig,
@@ -106,6 +137,13 @@ impl Pipeline {
         if let Some(KeySource::Passphrase(passphrase)) = &self.repository.key {
             for (reference, location) in passphrase.references() {
                 errors.extend(secrets.resolve(reference, location).err());
+            }
+        }
+        for notify in &self.notify {
+            if let NotifyTarget::Webhook { url } = &notify.target {
+                for (reference, location) in url.references() {
+                    errors.extend(secrets.resolve(reference, location).err());
+                }
             }
         }
         for stage in self.stages() {

@@ -6,22 +6,60 @@ use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use super::error::ConfigError;
+use super::hooks::HookPoint;
 use super::location::SourceFile;
 
 pub(super) type Span = Range<usize>;
 pub(super) type Value<'t> = Spanned<DeValue<'t>>;
 pub(super) type Key<'t> = Spanned<DeString<'t>>;
 
-const TOP_LEVEL_KEYS: &[&str] = &["pipeline", "repository", "source", "transform", "sink"];
-const PIPELINE_KEYS: &[&str] = &["name"];
-const REPOSITORY_KEYS: &[&str] = &["passphrase", "key_file"];
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "pipeline",
+    "repository",
+    "retention",
+    "hooks",
+    "monitor",
+    "notify",
+    "source",
+    "transform",
+    "sink",
+];
+const MONITOR_KEYS: &[&str] = &["max_age", "warn_size", "metrics_file"];
+const NOTIFY_KEYS: &[&str] = &["type", "on", "url", "command", "timeout", "retries"];
+const HOOK_KEYS: &[&str] = &[
+    "before",
+    "after",
+    "on_failure",
+    "finally",
+    "timeout",
+    "on_error",
+];
+const PIPELINE_KEYS: &[&str] = &["name", "schedule", "time_zone", "missed"];
+const REPOSITORY_KEYS: &[&str] = &["passphrase", "key_file", "lock_stale_after"];
 const GRANT_KEYS: &[&str] = &["dirs", "http", "tcp", "keys"];
 const DIR_GRANT_KEYS: &[&str] = &["path", "access"];
+const RETENTION_KEYS: &[&str] = &[
+    "keep_last",
+    "keep_hourly",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "keep_within",
+    "keep_tag",
+    "max_total_size",
+    "auto",
+];
 const LIMIT_KEYS: &[&str] = &["memory", "call_timeout", "run_timeout", "max_chunk"];
 
 pub(super) struct RawPipeline<'t> {
     pub name: Option<Spanned<String>>,
+    pub schedule: RawSchedule,
     pub repository: Option<RawRepository>,
+    pub retention: Option<RawRetention<'t>>,
+    pub hooks: Option<RawHooks<'t>>,
+    pub monitor: Option<RawMonitor<'t>>,
+    pub notify: Vec<RawNotify<'t>>,
     pub source: Option<RawStage<'t>>,
     pub transforms: Vec<RawStage<'t>>,
     pub sink: Option<RawStage<'t>>,
@@ -29,9 +67,48 @@ pub(super) struct RawPipeline<'t> {
     pub written: Vec<String>,
 }
 
+/// `[pipeline]` schedule keys.
+#[derive(Default)]
+pub(super) struct RawSchedule {
+    pub expression: Option<Spanned<String>>,
+    pub time_zone: Option<Spanned<String>>,
+    pub missed: Option<Spanned<String>>,
+}
+
 pub(super) struct RawRepository {
     pub passphrase: Option<Spanned<String>>,
     pub key_file: Option<Spanned<String>>,
+    pub lock_stale_after: Option<Spanned<String>>,
+}
+
+pub(super) struct RawHooks<'t> {
+    pub commands: Vec<(HookPoint, Spanned<String>)>,
+    pub timeout: Option<Value<'t>>,
+    pub on_error: Option<Spanned<String>>,
+}
+
+#[derive(Default)]
+pub(super) struct RawMonitor<'t> {
+    pub max_age: Option<Value<'t>>,
+    pub warn_size: Option<Value<'t>>,
+    pub metrics_file: Option<Spanned<String>>,
+}
+
+/// One `[[notify]]` table.
+pub(super) struct RawNotify<'t> {
+    pub span: Span,
+    pub type_name: Option<Spanned<String>>,
+    pub on: Option<Vec<Spanned<String>>>,
+    pub url: Option<Spanned<String>>,
+    pub command: Option<Spanned<String>>,
+    pub timeout: Option<Value<'t>>,
+    pub retries: Option<Value<'t>>,
+}
+
+/// `[retention]`: its known keys with their values as written (validation reads them).
+pub(super) struct RawRetention<'t> {
+    pub span: Span,
+    pub entries: Vec<(Key<'t>, Value<'t>)>,
 }
 
 /// One stage table. Strings' spans cover their content (inside the quotes).
@@ -89,7 +166,12 @@ pub(super) fn parse<'t>(
     let mut reader = Reader { src, errors };
     let mut raw = RawPipeline {
         name: None,
+        schedule: RawSchedule::default(),
         repository: None,
+        retention: None,
+        hooks: None,
+        monitor: None,
+        notify: Vec::new(),
         source: None,
         transforms: Vec::new(),
         sink: None,
@@ -99,20 +181,75 @@ pub(super) fn parse<'t>(
         raw.written.push(key.get_ref().to_string());
         match key.get_ref().as_ref() {
             "pipeline" => {
-                for (_name, value) in reader.table(value, "[pipeline]", PIPELINE_KEYS).unwrap_or_default() {
-                    raw.name = reader.string(value);
+                for (key, value) in reader.table(value, "[pipeline]", PIPELINE_KEYS).unwrap_or_default() {
+                    let value = reader.string(value);
+                    match key.get_ref().as_ref() {
+                        "name" => raw.name = value,
+                        "schedule" => raw.schedule.expression = value,
+                        "time_zone" => raw.schedule.time_zone = value,
+                        _ => raw.schedule.missed = value,
+                    }
                 }
             }
             "repository" => {
-                let mut repository = RawRepository { passphrase: None, key_file: None };
+                let mut repository = RawRepository { passphrase: None, key_file: None, lock_stale_after: None };
                 for (key, value) in reader.table(value, "[repository]", REPOSITORY_KEYS).unwrap_or_default() {
                     match key.get_ref().as_ref() {
                         "passphrase" => repository.passphrase = reader.string(value),
+                        "lock_stale_after" => repository.lock_stale_after = reader.string(value),
                         _ => repository.key_file = reader.string(value),
                     }
                 }
                 raw.repository = Some(repository);
             }
+            "retention" => {
+                let span = value.span();
+                if let Some(entries) = reader.table(value, "[retention]", RETENTION_KEYS) {
+                    raw.retention = Some(RawRetention { span, entries });
+                }
+            }
+            "hooks" => {
+                let mut hooks = RawHooks { commands: Vec::new(), timeout: None, on_error: None };
+                for (key, value) in reader.table(value, "[hooks]", HOOK_KEYS).unwrap_or_default() {
+                    let point = match key.get_ref().as_ref() {
+                        "timeout" => {
+                            hooks.timeout = Some(value);
+                            continue;
+                        }
+                        "on_error" => {
+                            hooks.on_error = reader.string(value);
+                            continue;
+                        }
+                        "before" => HookPoint::Before,
+                        "after" => HookPoint::After,
+                        "on_failure" => HookPoint::OnFailure,
+                        _ => HookPoint::Finally,
+                    };
+                    hooks.commands.extend(reader.string(value).map(|command| (point, command)));
+                }
+                raw.hooks = Some(hooks);
+            }
+            "monitor" => {
+                let mut monitor = RawMonitor::default();
+                for (key, value) in reader.table(value, "[monitor]", MONITOR_KEYS).unwrap_or_default() {
+                    match key.get_ref().as_ref() {
+                        "max_age" => monitor.max_age = Some(value),
+                        "warn_size" => monitor.warn_size = Some(value),
+                        _ => monitor.metrics_file = reader.string(value),
+                    }
+                }
+                raw.monitor = Some(monitor);
+            }
+            "notify" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    raw.notify = items.iter().filter_map(|item| reader.notify(item.clone())).collect();
+                }
+                DeValue::Table(_) => reader.errors.push(reader.src.error(
+                    value.span(),
+                    "`notify` is a single table here, but notifications are a list: write `[[notify]]` (double brackets) for each one",
+                )),
+                _ => reader.type_error(&value, "a list of tables (`[[notify]]`)"),
+            },
             "source" => raw.source = reader.stage(value, "[source]"),
             "sink" => raw.sink = reader.stage(value, "[sink]"),
             "transform" => match value.get_ref() {
@@ -215,6 +352,37 @@ impl<'t> Reader<'_, 't> {
         }
         self.type_error(&value, expected);
         Vec::new()
+    }
+
+    fn notify(&mut self, value: Value<'t>) -> Option<RawNotify<'t>> {
+        let mut notify = RawNotify {
+            span: value.span(),
+            type_name: None,
+            on: None,
+            url: None,
+            command: None,
+            timeout: None,
+            retries: None,
+        };
+        for (key, value) in self.table(value, "[[notify]]", NOTIFY_KEYS)? {
+            match key.get_ref().as_ref() {
+                "type" => notify.type_name = self.string(value),
+                "on" => {
+                    let items = self.array(value, "a list like [\"failure\", \"stale\"]");
+                    notify.on = Some(
+                        items
+                            .into_iter()
+                            .filter_map(|item| self.string(item))
+                            .collect(),
+                    );
+                }
+                "url" => notify.url = self.string(value),
+                "command" => notify.command = self.string(value),
+                "timeout" => notify.timeout = Some(value),
+                _ => notify.retries = Some(value),
+            }
+        }
+        Some(notify)
     }
 
     fn stage(&mut self, value: Value<'t>, name: &str) -> Option<RawStage<'t>> {

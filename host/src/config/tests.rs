@@ -297,7 +297,7 @@ fn unknown_keys_list_the_expected_ones() {
         &format!("{MINIMAL}[sinks]\ntype = \"s3\"\n"),
         6,
         2,
-        "unknown key \"sinks\" at the top level; expected one of: pipeline, repository, source, transform, sink",
+        "unknown key \"sinks\" at the top level; expected one of: pipeline, repository, retention, hooks, monitor, notify, source, transform, sink",
     );
     assert_error(
         &format!("[pipeline]\nname = \"x\"\ncron = \"@daily\"\n{MINIMAL}"),
@@ -662,4 +662,121 @@ fn key_grants_name_known_keys() {
     assert_error(text, 4, 18, "unknown key \"admin\"; expected one of: data");
     let pipeline = parse("[source]\ntype = \"files\"\n[source.grants]\nkeys = [\"data\"]\n\n[sink]\ntype = \"local\"\n").unwrap();
     assert_eq!(pipeline.source.grants.keys, vec!["data".to_string()]);
+}
+
+#[test]
+fn lock_stale_after_is_a_duration_of_at_least_ten_seconds() {
+    let with = |value: &str| format!("[repository]\nlock_stale_after = {value}\n{MINIMAL}");
+    assert_eq!(
+        parse(MINIMAL).unwrap().repository.lock_stale_after,
+        Duration::from_secs(30 * 60)
+    );
+    assert_eq!(
+        parse(&with("\"1h30m\""))
+            .unwrap()
+            .repository
+            .lock_stale_after,
+        Duration::from_secs(90 * 60)
+    );
+    assert_error(
+        &with("\"5s\""),
+        2,
+        21,
+        "lock_stale_after must be at least 10s",
+    );
+    assert_error(&with("\"ten minutes\""), 2, 21, "invalid lock_stale_after");
+    assert_error(&with("30"), 2, 20, "string");
+}
+
+#[test]
+fn retention_table_is_typed() {
+    let p = parse(&format!(
+        "{MINIMAL}[retention]\nkeep_last = 3\nkeep_hourly = 24\nkeep_daily = 7\nkeep_weekly = 4\nkeep_monthly = 12\nkeep_yearly = 5\nkeep_within = \"1y2m3d4h\"\nkeep_tag = [\"monthly\", \"a, b\"]\nmax_total_size = \"5GB\"\nauto = true\n"
+    ))
+    .unwrap();
+    let r = p.retention.unwrap();
+    assert_eq!(
+        (
+            r.keep_last,
+            r.keep_hourly,
+            r.keep_daily,
+            r.keep_weekly,
+            r.keep_monthly,
+            r.keep_yearly
+        ),
+        (3, 24, 7, 4, 12, 5)
+    );
+    assert_eq!(r.keep_within.unwrap().to_string(), "1y2m3d4h");
+    assert_eq!(
+        r.keep_tag,
+        vec![vec!["monthly".to_string()], vec!["a".into(), "b".into()]]
+    );
+    assert_eq!(r.max_total_size, Some(5_000_000_000));
+    assert!(r.auto);
+    assert_eq!(parse(MINIMAL).unwrap().retention, None);
+    let only_size = parse(&format!(
+        "{MINIMAL}[retention]\nmax_total_size = \"1MiB\"\n"
+    ))
+    .unwrap();
+    assert!(!only_size.retention.unwrap().auto, "auto defaults to false");
+}
+
+#[test]
+fn retention_errors_point_at_the_value() {
+    let retention = |body: &str| format!("{MINIMAL}[retention]\n{body}\n");
+    assert_error(
+        &retention("keep_dialy = 7"),
+        7,
+        1,
+        "unknown key \"keep_dialy\" in [retention]; expected one of: keep_last, keep_hourly",
+    );
+    assert_error(
+        &retention("keep_daily = \"7\""),
+        7,
+        15,
+        "expected a whole number of snapshots, found a string",
+    );
+    assert_error(
+        &retention("keep_daily = -1"),
+        7,
+        14,
+        "keep_daily must be a whole number from 0",
+    );
+    assert_error(
+        &retention("keep_within = \"30m5s\""),
+        7,
+        16,
+        "invalid keep_within: unknown unit \"s\" in span \"30m5s\"",
+    );
+    assert_error(
+        &retention("keep_within = \"0d\""),
+        7,
+        16,
+        "keep_within must be greater than zero",
+    );
+    assert_error(
+        &retention("max_total_size = \"5 gigs\""),
+        7,
+        19,
+        "invalid max_total_size: unknown size unit \"gigs\"",
+    );
+    assert_error(
+        &retention("keep_tag = \"monthly\""),
+        7,
+        13,
+        "expected a list of tags",
+    );
+    assert_error(
+        &retention("keep_tag = [\"a,\"]"),
+        7,
+        14,
+        "empty tag in keep_tag",
+    );
+    assert_error(
+        &retention("keep_last = 2\nauto = \"yes\""),
+        8,
+        9,
+        "expected true or false",
+    );
+    assert_error(&retention("auto = true"), 6, 1, "[retention] has no rule");
 }

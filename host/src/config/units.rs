@@ -1,4 +1,6 @@
-//! Human-written quantities: byte sizes ("256MiB", "1.5GB") and durations ("30s", "5m", "1h30m").
+//! Human-written quantities: byte sizes ("256MiB", "1.5GB"), durations ("30s", "5m", "1h30m")
+//! points in time ("2026-11-20 02:00") and calendar spans ("1y6m", "30d": retention's
+//! `keep_within`, restic's format).
 
 use std::time::Duration;
 
@@ -135,6 +137,115 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     Ok(total)
 }
 
+/// Parses a point in time as operators write it on a command line: RFC 3339 with an offset
+/// ("2026-11-20T02:00:00Z", "2026-11-20T02:00+01:00"), or a civil time in the system's time
+/// zone (`TZ`): "2026-11-20 02:00", "2026-11-20 02:00:30", "2026-11-20T02:00". A date alone
+/// means the end of that day, so "as of 2026-11-20" includes that day's snapshots.
+pub fn parse_time(text: &str) -> Result<jiff::Timestamp, UnitError> {
+    let text = text.trim();
+    let invalid = || {
+        UnitError(format!(
+            "invalid time \"{text}\": expected \"YYYY-MM-DD HH:MM[:SS]\" (local time), \
+             \"YYYY-MM-DD\" or RFC 3339 like \"2026-11-20T02:00:00Z\""
+        ))
+    };
+    if let Ok(timestamp) = text.parse::<jiff::Timestamp>() {
+        return Ok(timestamp);
+    }
+    let civil = if let Ok(date) = text.parse::<jiff::civil::Date>()
+        && !text.contains([' ', 'T', ':'])
+    {
+        date.to_datetime(jiff::civil::Time::MAX)
+    } else {
+        text.replacen(' ', "T", 1)
+            .parse::<jiff::civil::DateTime>()
+            .map_err(|_| invalid())?
+    };
+    civil
+        .to_zoned(jiff::tz::TimeZone::system())
+        .map(|zoned| zoned.timestamp())
+        .map_err(|e| UnitError(format!("invalid time \"{text}\": {e}")))
+}
+
+/// A span of calendar time in restic's `--keep-within` format: years, months, days and
+/// hours, subtracted field by field from a date (so "1m" is one calendar month, not 30 days).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CalendarSpan {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+impl CalendarSpan {
+    pub fn is_zero(&self) -> bool {
+        *self == CalendarSpan::default()
+    }
+}
+
+/// Written back the way restic prints it: "1y2m3d4h", zero fields left out.
+impl std::fmt::Display for CalendarSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (value, unit) in [
+            (self.years, 'y'),
+            (self.months, 'm'),
+            (self.days, 'd'),
+            (self.hours, 'h'),
+        ] {
+            if value != 0 {
+                write!(f, "{value}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a calendar span: integer-and-unit parts with y (years), m (months — not minutes),
+/// d (days) and h (hours), each unit at most once, e.g. "30d", "1y6m", "2y3m4d5h".
+pub fn parse_calendar_span(text: &str) -> Result<CalendarSpan, UnitError> {
+    let mut span = CalendarSpan::default();
+    let mut seen = String::new();
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(UnitError(
+            "empty span; expected numbers with y (years), m (months), d (days) or h (hours), like \"30d\" or \"1y6m\"".into(),
+        ));
+    }
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let Ok(number) = rest[..digits_end].parse::<u32>() else {
+            return Err(UnitError(format!(
+                "invalid span \"{text}\": expected a whole number before each unit, like \"1y6m\""
+            )));
+        };
+        let Some(unit) = rest[digits_end..].chars().next() else {
+            return Err(UnitError(format!(
+                "span \"{text}\" has a number without a unit; expected y (years), m (months), d (days) or h (hours)"
+            )));
+        };
+        let field = match unit {
+            'y' => &mut span.years,
+            'm' => &mut span.months,
+            'd' => &mut span.days,
+            'h' => &mut span.hours,
+            other => {
+                return Err(UnitError(format!(
+                    "unknown unit \"{other}\" in span \"{text}\"; expected y (years), m (months), d (days) or h (hours)"
+                )));
+            }
+        };
+        if seen.contains(unit) {
+            return Err(UnitError(format!("span \"{text}\" gives \"{unit}\" twice")));
+        }
+        seen.push(unit);
+        *field = number;
+        rest = &rest[digits_end + unit.len_utf8()..];
+    }
+    Ok(span)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +311,74 @@ mod tests {
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("1.5h").is_err());
+    }
+
+    #[test]
+    fn times() {
+        let utc = |text: &str| parse_time(text).map(|t| t.to_string());
+        assert_eq!(utc("2026-11-20T02:00:00Z").unwrap(), "2026-11-20T02:00:00Z");
+        assert_eq!(
+            utc("2026-11-20T03:00:00+01:00").unwrap(),
+            "2026-11-20T02:00:00Z"
+        );
+        // Civil times are local: compare against the same civil time in the system zone.
+        let local = |text: &str| {
+            text.parse::<jiff::civil::DateTime>()
+                .unwrap()
+                .to_zoned(jiff::tz::TimeZone::system())
+                .unwrap()
+                .timestamp()
+        };
+        assert_eq!(
+            parse_time("2026-11-20 02:00").unwrap(),
+            local("2026-11-20T02:00")
+        );
+        assert_eq!(
+            parse_time("2026-11-20 02:00:30").unwrap(),
+            local("2026-11-20T02:00:30")
+        );
+        assert_eq!(
+            parse_time("2026-11-20").unwrap(),
+            local("2026-11-20T23:59:59.999999999")
+        );
+        for bad in ["yesterday", "2026-13-01", "2026-11-20 25:00", ""] {
+            assert!(
+                parse_time(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("invalid time"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn calendar_spans() {
+        let span = |y, m, d, h| CalendarSpan {
+            years: y,
+            months: m,
+            days: d,
+            hours: h,
+        };
+        assert_eq!(parse_calendar_span("30d"), Ok(span(0, 0, 30, 0)));
+        assert_eq!(parse_calendar_span("1y2m3d4h"), Ok(span(1, 2, 3, 4)));
+        assert_eq!(parse_calendar_span(" 6m "), Ok(span(0, 6, 0, 0)));
+        assert_eq!(
+            parse_calendar_span("1y2m3d4h").unwrap().to_string(),
+            "1y2m3d4h"
+        );
+        assert_eq!(parse_calendar_span("48h").unwrap().to_string(), "48h");
+        for (bad, says) in [
+            ("", "empty span"),
+            ("30", "without a unit"),
+            ("30s", "unknown unit \"s\""),
+            ("1d2d", "twice"),
+            ("-1d", "whole number"),
+            ("d", "whole number"),
+            ("1.5y", "unknown unit \".\""),
+        ] {
+            let error = parse_calendar_span(bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
     }
 }

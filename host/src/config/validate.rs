@@ -10,13 +10,19 @@ use toml::de::DeValue;
 
 use super::error::ConfigError;
 use super::grants::{DirAccess, DirGrant, Grants, HttpGrant, TcpGrant};
+use super::hooks::{HookPoint, HooksConfig, OnHookError};
 use super::limits::Limits;
 use super::location::SourceFile;
-use super::raw::{self, Key, RawGrants, RawLimits, RawPipeline, RawRepository, RawStage, Value};
+use super::monitor::{MonitorConfig, NotifyConfig, NotifyOn, NotifyTarget};
+use super::raw::{
+    self, Key, RawGrants, RawHooks, RawLimits, RawMonitor, RawNotify, RawPipeline, RawRepository,
+    RawRetention, RawSchedule, RawStage, Value,
+};
+use super::schedule::{MissedRuns, Schedule};
 use super::secret::SecretValueRef;
 use super::stage::{OptionIndex, OptionStep, PluginRef, StageConfig, StageKind};
-use super::units::{parse_duration, parse_size};
-use super::{KeySource, Pipeline, PluginCatalog, RepositoryConfig};
+use super::units::{parse_calendar_span, parse_duration, parse_size};
+use super::{KeySource, Pipeline, PluginCatalog, RepositoryConfig, Retention};
 
 pub(super) fn validate(
     raw: RawPipeline<'_>,
@@ -50,7 +56,12 @@ pub(super) fn validate(
             stem.to_string_lossy().into_owned()
         }),
     };
+    let schedule = v.schedule(raw.schedule);
     let repository = v.repository(raw.repository);
+    let retention = raw.retention.map(|r| v.retention(r));
+    let hooks = v.hooks(raw.hooks);
+    let monitor = v.monitor(raw.monitor);
+    let notify = raw.notify.into_iter().filter_map(|n| v.notify(n)).collect();
     let written = |kind: StageKind| raw.written.iter().any(|key| *key == kind.to_string());
     let (source_written, sink_written) = (written(StageKind::Source), written(StageKind::Sink));
     let source = v.required_stage(raw.source, StageKind::Source, source_written);
@@ -66,9 +77,14 @@ pub(super) fn validate(
     }
     Some(Pipeline {
         name,
+        schedule,
         path: path.to_path_buf(),
         base_dir: v.base_dir,
         repository,
+        retention,
+        hooks,
+        monitor,
+        notify,
         source: source?,
         transforms,
         sink: sink?,
@@ -107,8 +123,12 @@ impl Validator<'_, '_> {
 
     fn repository(&mut self, raw: Option<RawRepository>) -> RepositoryConfig {
         let Some(raw) = raw else {
-            return RepositoryConfig { key: None };
+            return RepositoryConfig::default();
         };
+        let lock_stale_after = raw
+            .lock_stale_after
+            .and_then(|value| self.lock_stale_after(&value))
+            .unwrap_or(crate::repository::lock::DEFAULT_STALE_AFTER);
         let key = match (raw.passphrase, raw.key_file) {
             (Some(_), Some(key_file)) => {
                 self.error(
@@ -139,7 +159,357 @@ impl Validator<'_, '_> {
             }
             (None, None) => None,
         };
-        RepositoryConfig { key }
+        RepositoryConfig {
+            key,
+            lock_stale_after,
+        }
+    }
+
+    fn lock_stale_after(&mut self, value: &Spanned<String>) -> Option<Duration> {
+        use crate::repository::lock::MIN_STALE_AFTER;
+        match parse_duration(value.get_ref()) {
+            Ok(duration) if duration < MIN_STALE_AFTER => self.error(
+                value.span(),
+                "lock_stale_after must be at least 10s (a held lock is refreshed every sixth of it)",
+            ),
+            Ok(duration) => return Some(duration),
+            Err(e) => self.error(value.span(), format!("invalid lock_stale_after: {e}")),
+        }
+        None
+    }
+
+    fn hooks(&mut self, raw: Option<RawHooks<'_>>) -> HooksConfig {
+        let mut hooks = HooksConfig::default();
+        let Some(raw) = raw else {
+            return hooks;
+        };
+        for (when, command) in raw.commands {
+            if command.get_ref().trim().is_empty() {
+                self.error(
+                    command.span(),
+                    format!(
+                        "empty hooks.{} command; expected a shell command, or leave it out",
+                        when.name()
+                    ),
+                );
+                continue;
+            }
+            let slot = match when {
+                HookPoint::Before => &mut hooks.before,
+                HookPoint::After => &mut hooks.after,
+                HookPoint::OnFailure => &mut hooks.on_failure,
+                HookPoint::Finally => &mut hooks.finally,
+            };
+            *slot = Some(command.into_inner());
+        }
+        if let Some(timeout) = raw.timeout.and_then(|v| self.duration(&v, "hooks.timeout")) {
+            hooks.timeout = timeout;
+        }
+        if let Some(on_error) = raw.on_error {
+            match on_error.get_ref().as_str() {
+                "fail" => hooks.on_error = OnHookError::Fail,
+                "warn" => hooks.on_error = OnHookError::Warn,
+                other => self.error(
+                    on_error.span(),
+                    format!("unknown hooks.on_error \"{other}\"; expected \"fail\" or \"warn\""),
+                ),
+            }
+        }
+        hooks
+    }
+
+    fn schedule(&mut self, raw: RawSchedule) -> Option<Schedule> {
+        let Some(expression) = raw.expression else {
+            for key in [&raw.time_zone, &raw.missed].into_iter().flatten() {
+                self.error(
+                    key.span(),
+                    "without a `schedule` in [pipeline] this has no effect; add schedule = \"0 2 * * *\" (or leave this out)",
+                );
+            }
+            return None;
+        };
+        let cron = Schedule::parse_expression(expression.get_ref())
+            .map_err(|message| self.error(expression.span(), message))
+            .ok();
+        let zone = Schedule::time_zone(raw.time_zone.as_ref().map(|z| z.get_ref().as_str()))
+            .map_err(|message| {
+                let span = raw
+                    .time_zone
+                    .as_ref()
+                    .map_or(expression.span(), |z| z.span());
+                self.error(span, message)
+            })
+            .ok();
+        let missed = match &raw.missed {
+            None => Some(MissedRuns::default()),
+            Some(missed) => match MissedRuns::ALL
+                .iter()
+                .find(|(name, _)| name == missed.get_ref())
+            {
+                Some((_, policy)) => Some(*policy),
+                None => {
+                    self.error(
+                        missed.span(),
+                        format!(
+                            "unknown missed-run policy \"{}\"; expected \"run-once\" (one catch-up run at startup) or \"skip\"",
+                            missed.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        Some(Schedule::new(cron?, expression.get_ref(), zone?, missed?))
+    }
+
+    fn monitor(&mut self, raw: Option<RawMonitor<'_>>) -> MonitorConfig {
+        let Some(raw) = raw else {
+            return MonitorConfig::default();
+        };
+        MonitorConfig {
+            max_age: raw
+                .max_age
+                .and_then(|v| self.duration(&v, "monitor.max_age")),
+            warn_size: raw
+                .warn_size
+                .and_then(|v| self.size(&v, "monitor.warn_size")),
+            metrics_file: raw.metrics_file.and_then(|path| {
+                if path.get_ref().trim().is_empty() {
+                    self.error(
+                        path.span(),
+                        "empty monitor.metrics_file; expected a file path",
+                    );
+                    return None;
+                }
+                Some(self.base_dir.join(path.get_ref()))
+            }),
+        }
+    }
+
+    fn notify(&mut self, raw: RawNotify<'_>) -> Option<NotifyConfig> {
+        let on = match raw.on {
+            None => {
+                self.error(
+                    raw.span.clone(),
+                    "[[notify]] has no `on`; expected a list of events: \"failure\", \"success\", \"stale\"",
+                );
+                Vec::new()
+            }
+            Some(events) => {
+                let mut on = Vec::new();
+                for event in events {
+                    match NotifyOn::ALL.iter().find(|(name, _)| *name == event.get_ref()) {
+                        Some((_, kind)) => on.push(*kind),
+                        None => self.error(
+                            event.span(),
+                            format!(
+                                "unknown notify event \"{}\"; expected one of: failure, success, stale",
+                                event.get_ref()
+                            ),
+                        ),
+                    }
+                }
+                on
+            }
+        };
+        let target = match (
+            raw.type_name.as_ref().map(|t| t.get_ref().as_str()),
+            raw.url,
+            raw.command,
+        ) {
+            (Some("webhook"), Some(url), None) => self
+                .template(url.get_ref(), url.span())
+                .map(|url| NotifyTarget::Webhook { url }),
+            (Some("command"), None, Some(command)) if !command.get_ref().trim().is_empty() => {
+                Some(NotifyTarget::Command {
+                    command: command.into_inner(),
+                })
+            }
+            (Some("webhook"), None, _) => {
+                self.error(raw.span.clone(), "a webhook [[notify]] needs `url` (a secret reference such as \"${env:SLACK_WEBHOOK_URL}\")");
+                None
+            }
+            (Some("command"), _, None) => {
+                self.error(raw.span.clone(), "a command [[notify]] needs `command`");
+                None
+            }
+            (Some("command"), _, Some(command)) if command.get_ref().trim().is_empty() => {
+                self.error(command.span(), "empty notify command");
+                None
+            }
+            (Some("webhook"), _, Some(command)) => {
+                self.error(
+                    command.span(),
+                    "`command` belongs to type = \"command\"; a webhook takes `url`",
+                );
+                None
+            }
+            (Some("command"), Some(url), _) => {
+                self.error(
+                    url.span(),
+                    "`url` belongs to type = \"webhook\"; a command notification takes `command`",
+                );
+                None
+            }
+            (Some(other), _, _) => {
+                let span = raw
+                    .type_name
+                    .as_ref()
+                    .map_or(raw.span.clone(), |t| t.span());
+                self.error(
+                    span,
+                    format!("unknown notify type \"{other}\"; expected \"webhook\" or \"command\""),
+                );
+                None
+            }
+            (None, _, _) => {
+                self.error(
+                    raw.span.clone(),
+                    "[[notify]] has no `type`; expected \"webhook\" or \"command\"",
+                );
+                None
+            }
+        };
+        let timeout = raw
+            .timeout
+            .and_then(|v| self.duration(&v, "notify.timeout"))
+            .unwrap_or(NotifyConfig::DEFAULT_TIMEOUT);
+        let retries = match raw.retries {
+            None => NotifyConfig::DEFAULT_RETRIES,
+            Some(value) => match value.get_ref() {
+                DeValue::Integer(n) => match u32::from_str_radix(n.as_str(), n.radix()) {
+                    Ok(n) if n <= 20 => n,
+                    _ => {
+                        let span = raw::value_span(self.src, &value);
+                        self.error(span, "notify.retries must be a whole number from 0 to 20");
+                        NotifyConfig::DEFAULT_RETRIES
+                    }
+                },
+                _ => {
+                    self.errors
+                        .push(raw::type_error(self.src, &value, "an integer"));
+                    NotifyConfig::DEFAULT_RETRIES
+                }
+            },
+        };
+        Some(NotifyConfig {
+            target: target?,
+            on,
+            timeout,
+            retries,
+        })
+    }
+
+    fn retention(&mut self, raw: RawRetention<'_>) -> Retention {
+        let mut retention = Retention::default();
+        for (key, value) in &raw.entries {
+            let name = key.get_ref().to_string();
+            let span = raw::value_span(self.src, value);
+            match name.as_str() {
+                "auto" => match value.get_ref() {
+                    DeValue::Boolean(auto) => retention.auto = *auto,
+                    _ => self
+                        .errors
+                        .push(raw::type_error(self.src, value, "true or false")),
+                },
+                "keep_within" => {
+                    let DeValue::String(text) = value.get_ref() else {
+                        self.errors.push(raw::type_error(
+                            self.src,
+                            value,
+                            "a span such as \"30d\" or \"1y6m\"",
+                        ));
+                        continue;
+                    };
+                    match parse_calendar_span(text) {
+                        Ok(within) if within.is_zero() => self.error(
+                            span,
+                            "keep_within must be greater than zero; leave it out to keep no snapshots by age",
+                        ),
+                        Ok(within) => retention.keep_within = Some(within),
+                        Err(e) => self.error(span, format!("invalid keep_within: {e}")),
+                    }
+                }
+                "keep_tag" => {
+                    let DeValue::Array(items) = value.get_ref() else {
+                        self.errors.push(raw::type_error(
+                            self.src,
+                            value,
+                            "a list of tags such as [\"monthly\", \"pre-upgrade\"]",
+                        ));
+                        continue;
+                    };
+                    for item in items.iter() {
+                        let DeValue::String(text) = item.get_ref() else {
+                            self.errors
+                                .push(raw::type_error(self.src, item, "a tag (a string)"));
+                            continue;
+                        };
+                        let tags: Vec<String> =
+                            text.split(',').map(|t| t.trim().to_string()).collect();
+                        if tags.iter().any(String::is_empty) {
+                            let span = raw::value_span(self.src, item);
+                            self.error(span, "empty tag in keep_tag; expected a tag such as \"monthly\" (or \"a,b\": snapshots with both)");
+                            continue;
+                        }
+                        retention.keep_tag.push(tags);
+                    }
+                }
+                "max_total_size" => {
+                    let DeValue::String(text) = value.get_ref() else {
+                        self.errors.push(raw::type_error(
+                            self.src,
+                            value,
+                            "a size such as \"5GB\"",
+                        ));
+                        continue;
+                    };
+                    match parse_size(text) {
+                        Ok(0) => self.error(span, "max_total_size must be greater than zero"),
+                        Ok(bytes) => retention.max_total_size = Some(bytes),
+                        Err(e) => self.error(span, format!("invalid max_total_size: {e}")),
+                    }
+                }
+                count => {
+                    let parsed = match value.get_ref() {
+                        DeValue::Integer(n) => u32::from_str_radix(n.as_str(), n.radix()).ok(),
+                        _ => {
+                            self.errors.push(raw::type_error(
+                                self.src,
+                                value,
+                                "a whole number of snapshots",
+                            ));
+                            continue;
+                        }
+                    };
+                    let Some(parsed) = parsed else {
+                        self.error(
+                            span,
+                            format!("{count} must be a whole number from 0 to {}", u32::MAX),
+                        );
+                        continue;
+                    };
+                    *match count {
+                        "keep_last" => &mut retention.keep_last,
+                        "keep_hourly" => &mut retention.keep_hourly,
+                        "keep_daily" => &mut retention.keep_daily,
+                        "keep_weekly" => &mut retention.keep_weekly,
+                        "keep_monthly" => &mut retention.keep_monthly,
+                        _ => &mut retention.keep_yearly,
+                    } = parsed;
+                }
+            }
+        }
+        if !retention.has_keep_rules() && retention.max_total_size.is_none()
+            // A misspelled key (already reported) is the likelier cause.
+            && self.errors.is_empty()
+        {
+            self.error(
+                raw.span,
+                "[retention] has no rule, so prune would keep every snapshot; set keep_last, keep_daily, … or max_total_size (or remove the table)",
+            );
+        }
+        retention
     }
 
     fn required_stage(
@@ -339,19 +709,19 @@ impl Validator<'_, '_> {
         Limits {
             memory: raw
                 .memory
-                .and_then(|v| self.size(&v, "memory"))
+                .and_then(|v| self.size(&v, "limits.memory"))
                 .unwrap_or(defaults.memory),
             call_timeout: raw
                 .call_timeout
-                .and_then(|v| self.duration(&v, "call_timeout"))
+                .and_then(|v| self.duration(&v, "limits.call_timeout"))
                 .unwrap_or(defaults.call_timeout),
             run_timeout: raw
                 .run_timeout
-                .and_then(|v| self.duration(&v, "run_timeout"))
+                .and_then(|v| self.duration(&v, "limits.run_timeout"))
                 .unwrap_or(defaults.run_timeout),
             max_chunk: raw
                 .max_chunk
-                .and_then(|v| self.size(&v, "max_chunk"))
+                .and_then(|v| self.size(&v, "limits.max_chunk"))
                 .unwrap_or(defaults.max_chunk),
         }
     }
@@ -360,11 +730,9 @@ impl Validator<'_, '_> {
     fn size(&mut self, value: &Value<'_>, name: &str) -> Option<u64> {
         let span = raw::value_span(self.src, value);
         let bytes = match value.get_ref() {
-            DeValue::String(text) => {
-                parse_size(text).map_err(|e| format!("invalid limits.{name}: {e}"))
-            }
+            DeValue::String(text) => parse_size(text).map_err(|e| format!("invalid {name}: {e}")),
             DeValue::Integer(n) => u64::from_str_radix(n.as_str(), n.radix())
-                .map_err(|_| format!("limits.{name} must be a positive number of bytes")),
+                .map_err(|_| format!("{name} must be a positive number of bytes")),
             _ => {
                 self.errors.push(raw::type_error(
                     self.src,
@@ -375,7 +743,7 @@ impl Validator<'_, '_> {
             }
         };
         match bytes {
-            Ok(0) => self.error(span, format!("limits.{name} must be greater than zero")),
+            Ok(0) => self.error(span, format!("{name} must be greater than zero")),
             Ok(bytes) => return Some(bytes),
             Err(message) => self.error(span, message),
         }
@@ -393,11 +761,9 @@ impl Validator<'_, '_> {
         };
         let span = raw::value_span(self.src, value);
         match parse_duration(text) {
-            Ok(Duration::ZERO) => {
-                self.error(span, format!("limits.{name} must be greater than zero"))
-            }
+            Ok(Duration::ZERO) => self.error(span, format!("{name} must be greater than zero")),
             Ok(duration) => return Some(duration),
-            Err(e) => self.error(span, format!("invalid limits.{name}: {e}")),
+            Err(e) => self.error(span, format!("invalid {name}: {e}")),
         }
         None
     }

@@ -1,10 +1,12 @@
-//! Host-side bindings of the `runner:plugin` contract, generated from `wit/`.
+//! Host-side bindings of the `runner:plugin` contract: the current version (0.2, `wit/`)
+//! and every older one the host still runs (0.1, frozen in `wit/deps/runner-plugin-0.1.0`).
 
-/// The interfaces the host provides to plugins, and the shared types.
+/// The interfaces the host provides to plugins, and the shared types. They are unchanged
+/// since contract 0.1, and every contract version imports them under their 0.1.0 names.
 pub mod services {
     wasmtime::component::bindgen!({
         world: "host-services",
-        path: "../wit",
+        path: "../wit/deps/runner-plugin-0.1.0",
         imports: { default: async | trappable },
         with: {
             "runner:plugin/keys.sealing-key": crate::capabilities::keys::SealingKeyHandle,
@@ -20,16 +22,17 @@ pub use services::runner::plugin::types::{
     ConfigError, Error as PluginErrorKind, PluginInfo, RemoteError,
 };
 
+/// Contract 0.2, the current one: what plugins built with this SDK export.
 pub mod source {
     wasmtime::component::bindgen!({
         world: "source-plugin",
         path: "../wit",
         exports: { default: async },
         with: {
-            "runner:plugin/types": super::services::runner::plugin::types,
-            "runner:plugin/log": super::services::runner::plugin::log,
-            "runner:plugin/files": super::services::runner::plugin::files,
-            "runner:plugin/sqlite": super::services::runner::plugin::sqlite,
+            "runner:plugin/types@0.1.0": super::services::runner::plugin::types,
+            "runner:plugin/log@0.1.0": super::services::runner::plugin::log,
+            "runner:plugin/files@0.1.0": super::services::runner::plugin::files,
+            "runner:plugin/sqlite@0.1.0": super::services::runner::plugin::sqlite,
         },
     });
 }
@@ -40,9 +43,9 @@ pub mod transform {
         path: "../wit",
         exports: { default: async },
         with: {
-            "runner:plugin/types": super::services::runner::plugin::types,
-            "runner:plugin/log": super::services::runner::plugin::log,
-            "runner:plugin/keys": super::services::runner::plugin::keys,
+            "runner:plugin/types@0.1.0": super::services::runner::plugin::types,
+            "runner:plugin/log@0.1.0": super::services::runner::plugin::log,
+            "runner:plugin/keys@0.1.0": super::services::runner::plugin::keys,
         },
     });
 }
@@ -53,11 +56,54 @@ pub mod sink {
         path: "../wit",
         exports: { default: async },
         with: {
-            "runner:plugin/types": super::services::runner::plugin::types,
-            "runner:plugin/log": super::services::runner::plugin::log,
-            "runner:plugin/storage": super::services::runner::plugin::storage,
+            "runner:plugin/types@0.1.0": super::services::runner::plugin::types,
+            "runner:plugin/log@0.1.0": super::services::runner::plugin::log,
+            "runner:plugin/storage@0.1.0": super::services::runner::plugin::storage,
         },
     });
+}
+
+/// Contract 0.1, frozen: what older plugins export. `engine::contract` adapts them to 0.2.
+pub mod v0_1 {
+    pub mod source {
+        wasmtime::component::bindgen!({
+            world: "source-plugin",
+            path: "../wit/deps/runner-plugin-0.1.0",
+            exports: { default: async },
+            with: {
+                "runner:plugin/types@0.1.0": super::super::services::runner::plugin::types,
+                "runner:plugin/log@0.1.0": super::super::services::runner::plugin::log,
+                "runner:plugin/files@0.1.0": super::super::services::runner::plugin::files,
+                "runner:plugin/sqlite@0.1.0": super::super::services::runner::plugin::sqlite,
+            },
+        });
+    }
+
+    pub mod transform {
+        wasmtime::component::bindgen!({
+            world: "transform-plugin",
+            path: "../wit/deps/runner-plugin-0.1.0",
+            exports: { default: async },
+            with: {
+                "runner:plugin/types@0.1.0": super::super::services::runner::plugin::types,
+                "runner:plugin/log@0.1.0": super::super::services::runner::plugin::log,
+                "runner:plugin/keys@0.1.0": super::super::services::runner::plugin::keys,
+            },
+        });
+    }
+
+    pub mod sink {
+        wasmtime::component::bindgen!({
+            world: "sink-plugin",
+            path: "../wit/deps/runner-plugin-0.1.0",
+            exports: { default: async },
+            with: {
+                "runner:plugin/types@0.1.0": super::super::services::runner::plugin::types,
+                "runner:plugin/log@0.1.0": super::super::services::runner::plugin::log,
+                "runner:plugin/storage@0.1.0": super::super::services::runner::plugin::storage,
+            },
+        });
+    }
 }
 
 /// A plugin's error as a sentence (the generated `Display` is the debug form).

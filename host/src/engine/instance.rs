@@ -10,17 +10,20 @@ use wasmtime::{ResourceLimiter, Store};
 
 use crate::capabilities::{HostState, StageGrants};
 use crate::config::Limits;
-use crate::engine::bindings::{self, PluginErrorKind, PluginInfo};
+use crate::engine::bindings::{PluginErrorKind, PluginInfo};
+use crate::engine::contract::Contract;
 use crate::engine::{Engine, LoadedPlugin, PluginError};
 
 pub type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
-/// The generated bindings of one world, and what every world exports.
+/// The bindings of one world (in `engine::contract`), and what every world exports.
 pub trait World: Send + Sync + Sized + 'static {
     /// "source", "transform", "sink".
     const NAME: &'static str;
+    /// Instantiates a component built against `contract`, with that version's bindings.
     fn instantiate<'a>(
         pre: &'a InstancePre<HostState>,
+        contract: Contract,
         store: &'a mut Store<HostState>,
     ) -> CallFuture<'a, Self>;
     fn info<'a>(&'a self, store: &'a mut Store<HostState>) -> CallFuture<'a, PluginInfo>;
@@ -30,46 +33,6 @@ pub trait World: Send + Sync + Sized + 'static {
         config: String,
     ) -> CallFuture<'a, Result<(), PluginErrorKind>>;
 }
-
-macro_rules! world {
-    ($bindings:ty, $pre:ty, $name:literal) => {
-        impl World for $bindings {
-            const NAME: &'static str = $name;
-            fn instantiate<'a>(
-                pre: &'a InstancePre<HostState>,
-                store: &'a mut Store<HostState>,
-            ) -> CallFuture<'a, Self> {
-                Box::pin(async move { <$pre>::new(pre.clone())?.instantiate_async(store).await })
-            }
-            fn info<'a>(&'a self, store: &'a mut Store<HostState>) -> CallFuture<'a, PluginInfo> {
-                Box::pin(self.call_info(store))
-            }
-            fn configure<'a>(
-                &'a self,
-                store: &'a mut Store<HostState>,
-                config: String,
-            ) -> CallFuture<'a, Result<(), PluginErrorKind>> {
-                Box::pin(async move { self.call_configure(store, &config).await })
-            }
-        }
-    };
-}
-
-world!(
-    bindings::source::SourcePlugin,
-    bindings::source::SourcePluginPre<HostState>,
-    "source"
-);
-world!(
-    bindings::transform::TransformPlugin,
-    bindings::transform::TransformPluginPre<HostState>,
-    "transform"
-);
-world!(
-    bindings::sink::SinkPlugin,
-    bindings::sink::SinkPluginPre<HostState>,
-    "sink"
-);
 
 /// Caps linear memory and remembers that it did, so the error can name the limit.
 pub(crate) struct MemoryLimiter {
@@ -180,18 +143,18 @@ impl<B: World> PluginInstance<B> {
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let started = Instant::now();
-        let bindings =
-            tokio::time::timeout(limits.call_timeout, B::instantiate(&plugin.pre, &mut store))
-                .await
-                .map_err(|_| {
-                    instantiate_error(format!(
-                        "instantiation took longer than {:?}",
-                        limits.call_timeout
-                    ))
-                })?
-                .map_err(|e| {
-                    instantiate_error(format!("it does not fit the {} world: {e:#}", B::NAME))
-                })?;
+        let bindings = tokio::time::timeout(
+            limits.call_timeout,
+            B::instantiate(&plugin.pre, plugin.contract, &mut store),
+        )
+        .await
+        .map_err(|_| {
+            instantiate_error(format!(
+                "instantiation took longer than {:?}",
+                limits.call_timeout
+            ))
+        })?
+        .map_err(|e| instantiate_error(format!("it does not fit the {} world: {e:#}", B::NAME)))?;
         Ok(PluginInstance {
             store,
             bindings,

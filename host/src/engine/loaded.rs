@@ -5,16 +5,16 @@ use wasmtime::component::{Component, InstancePre};
 
 use crate::capabilities::HostState;
 use crate::config::StageKind;
-use crate::engine::{Engine, PluginError};
+use crate::engine::{Contract, Engine, PluginError};
 
-/// The contract versions this host can run.
-pub const SUPPORTED_CONTRACTS: &[&str] = &["0.1.0"];
 const CONTRACT_PACKAGE: &str = "runner:plugin/";
 
 /// What a component is, read from its exports and imports.
 #[derive(Clone, Debug)]
 pub struct PluginShape {
     pub kind: StageKind,
+    /// The version in the names of its exported interfaces (`runner:plugin/source@0.2.0`),
+    /// whether or not this host supports it.
     pub contract_version: String,
     pub imports: Vec<String>,
     pub exports: Vec<String>,
@@ -76,6 +76,8 @@ pub struct LoadedPlugin {
     /// sha256 of the component's bytes.
     pub digest: [u8; 32],
     pub shape: PluginShape,
+    /// The contract version it was built against, which decides its bindings.
+    pub contract: Contract,
     pub(crate) pre: InstancePre<HostState>,
 }
 
@@ -92,16 +94,18 @@ impl LoadedPlugin {
                 reason,
             }
         })?;
-        if !SUPPORTED_CONTRACTS.contains(&shape.contract_version.as_str()) {
-            return Err(PluginError::Load {
-                plugin: name.to_string(),
-                reason: format!(
-                    "it was built against contract runner:plugin@{}, and this runner supports {}",
-                    shape.contract_version,
-                    SUPPORTED_CONTRACTS.join(", ")
-                ),
-            });
-        }
+        let contract = Contract::of(&shape.contract_version).ok_or_else(|| PluginError::Load {
+            plugin: name.to_string(),
+            reason: format!(
+                "it was built against contract runner:plugin@{}, and this runner supports {}",
+                if shape.contract_version.is_empty() {
+                    "(no version)"
+                } else {
+                    &shape.contract_version
+                },
+                Contract::supported_list()
+            ),
+        })?;
         let pre = engine
             .linker()
             .instantiate_pre(&component)
@@ -113,6 +117,7 @@ impl LoadedPlugin {
             name: name.to_string(),
             digest,
             shape,
+            contract,
             pre,
         })
     }

@@ -3,6 +3,7 @@
 
 pub mod bindings;
 mod cache;
+pub mod contract;
 mod error;
 mod instance;
 mod loaded;
@@ -18,6 +19,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::capabilities::HostState;
 
+pub use contract::Contract;
 pub use error::PluginError;
 pub(crate) use instance::MemoryLimiter;
 pub use instance::PluginInstance;
@@ -160,13 +162,13 @@ impl Engine {
         use crate::config::StageKind;
         match plugin.shape.kind {
             StageKind::Source => {
-                PluginInstance::<bindings::source::SourcePlugin>::describe(self, plugin).await
+                PluginInstance::<contract::SourceBindings>::describe(self, plugin).await
             }
             StageKind::Transform => {
-                PluginInstance::<bindings::transform::TransformPlugin>::describe(self, plugin).await
+                PluginInstance::<contract::TransformBindings>::describe(self, plugin).await
             }
             StageKind::Sink => {
-                PluginInstance::<bindings::sink::SinkPlugin>::describe(self, plugin).await
+                PluginInstance::<contract::SinkBindings>::describe(self, plugin).await
             }
         }
     }

@@ -4,12 +4,11 @@ use wasmtime::component::ResourceAny;
 
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
-use crate::engine::bindings::sink::SinkPlugin;
-use crate::engine::bindings::sink::exports::runner::plugin::sink::{ListPage, ObjectStat};
+use crate::engine::contract::{ListPage, ObjectStat, SinkBindings};
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 pub struct SinkInstance {
-    inner: PluginInstance<SinkPlugin>,
+    inner: PluginInstance<SinkBindings>,
 }
 
 /// An upload in progress inside the sink.
@@ -39,7 +38,7 @@ impl SinkInstance {
     pub async fn max_object_size(&mut self) -> Result<Option<u64>, PluginError> {
         self.inner
             .call("max-object-size", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().call_max_object_size(store).await })
+                Box::pin(async move { b.max_object_size(store).await })
             })
             .await
     }
@@ -48,11 +47,7 @@ impl SinkInstance {
         let key = key.to_string();
         self.inner
             .call_result("put", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_sink()
-                        .call_put(store, &key, if_absent)
-                        .await
-                })
+                Box::pin(async move { b.put(store, &key, if_absent).await })
             })
             .await
             .map(ObjectUpload)
@@ -66,12 +61,7 @@ impl SinkInstance {
         let resource = upload.0;
         self.inner
             .call_result("object-writer.write", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_sink()
-                        .object_writer()
-                        .call_write(store, resource, &chunk)
-                        .await
-                })
+                Box::pin(async move { b.write(store, resource, &chunk).await })
             })
             .await
     }
@@ -81,12 +71,7 @@ impl SinkInstance {
         let stat = self
             .inner
             .call_result("object-writer.finish", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_sink()
-                        .object_writer()
-                        .call_finish(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.finish(store, resource).await })
             })
             .await;
         self.inner.release(resource).await?;
@@ -97,12 +82,7 @@ impl SinkInstance {
         let resource = upload.0;
         self.inner
             .call("object-writer.abort", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_sink()
-                        .object_writer()
-                        .call_abort(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.abort(store, resource).await })
             })
             .await?;
         self.inner.release(resource).await
@@ -112,7 +92,7 @@ impl SinkInstance {
         let key = key.to_string();
         self.inner
             .call_result("stat", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().call_stat(store, &key).await })
+                Box::pin(async move { b.stat(store, &key).await })
             })
             .await
     }
@@ -126,11 +106,7 @@ impl SinkInstance {
         let key = key.to_string();
         self.inner
             .call_result("get", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_sink()
-                        .call_get(store, &key, offset, length)
-                        .await
-                })
+                Box::pin(async move { b.get(store, &key, offset, length).await })
             })
             .await
             .map(ObjectDownload)
@@ -146,12 +122,7 @@ impl SinkInstance {
         let chunk = self
             .inner
             .call_result("object-reader.read", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_sink()
-                        .object_reader()
-                        .call_read(store, resource, max)
-                        .await
-                })
+                Box::pin(async move { b.read(store, resource, max).await })
             })
             .await?;
         if let Some(chunk) = &chunk {
@@ -172,11 +143,7 @@ impl SinkInstance {
         let prefix = prefix.to_string();
         self.inner
             .call_result("list", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_sink()
-                        .call_list(store, &prefix, page_token.as_deref())
-                        .await
-                })
+                Box::pin(async move { b.list(store, &prefix, page_token.as_deref()).await })
             })
             .await
     }
@@ -199,7 +166,7 @@ impl SinkInstance {
         let key = key.to_string();
         self.inner
             .call_result("delete", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().call_delete(store, &key).await })
+                Box::pin(async move { b.delete(store, &key).await })
             })
             .await
     }
@@ -207,7 +174,7 @@ impl SinkInstance {
     pub async fn check(&mut self) -> Result<(), PluginError> {
         self.inner
             .call_result("check", |store, b| {
-                Box::pin(async move { b.runner_plugin_sink().call_check(store).await })
+                Box::pin(async move { b.check(store).await })
             })
             .await
     }

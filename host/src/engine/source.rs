@@ -5,16 +5,13 @@ use wasmtime::component::ResourceAny;
 
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
-use crate::engine::bindings::source::SourcePlugin;
-use crate::engine::bindings::source::exports::runner::plugin::source::{
-    Artifact, RestoreOptions, RestoreReport,
-};
+use crate::engine::contract::{Artifact, RestoreOptions, RestoreReport, SourceBindings};
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 pub type Metadata = Vec<(String, String)>;
 
 pub struct SourceInstance {
-    inner: PluginInstance<SourcePlugin>,
+    inner: PluginInstance<SourceBindings>,
 }
 
 /// Guest resources, released when the call that ends them returns.
@@ -54,11 +51,7 @@ impl SourceInstance {
     ) -> Result<BackupSession, PluginError> {
         self.inner
             .call_result("begin-backup", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .call_begin_backup(store, share_token.as_deref())
-                        .await
-                })
+                Box::pin(async move { b.begin_backup(store, share_token.as_deref()).await })
             })
             .await
             .map(BackupSession)
@@ -71,12 +64,7 @@ impl SourceInstance {
         let resource = session.0;
         self.inner
             .call("backup-session.share-token", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .backup_session()
-                        .call_share_token(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.share_token(store, resource).await })
             })
             .await
     }
@@ -88,12 +76,7 @@ impl SourceInstance {
         let resource = session.0;
         self.inner
             .call_result("backup-session.artifacts", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .backup_session()
-                        .call_artifacts(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.artifacts(store, resource).await })
             })
             .await
     }
@@ -106,12 +89,7 @@ impl SourceInstance {
         let (resource, name) = (session.0, name.to_string());
         self.inner
             .call_result("backup-session.open", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .backup_session()
-                        .call_open(store, resource, &name)
-                        .await
-                })
+                Box::pin(async move { b.open(store, resource, &name).await })
             })
             .await
             .map(ArtifactReader)
@@ -126,12 +104,7 @@ impl SourceInstance {
         let chunk = self
             .inner
             .call_result("artifact-reader.read", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .artifact_reader()
-                        .call_read(store, resource, max)
-                        .await
-                })
+                Box::pin(async move { b.read(store, resource, max).await })
             })
             .await?;
         if let Some(chunk) = &chunk {
@@ -146,12 +119,7 @@ impl SourceInstance {
         let metadata = self
             .inner
             .call_result("artifact-reader.finish", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .artifact_reader()
-                        .call_finish(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.finish_read(store, resource).await })
             })
             .await;
         self.inner.release(resource).await?;
@@ -163,12 +131,7 @@ impl SourceInstance {
         let closed = self
             .inner
             .call_result("backup-session.close", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .backup_session()
-                        .call_close(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.close(store, resource).await })
             })
             .await;
         self.inner.release(resource).await?;
@@ -182,11 +145,7 @@ impl SourceInstance {
         let options = options.clone();
         self.inner
             .call_result("begin-restore", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .call_begin_restore(store, &options)
-                        .await
-                })
+                Box::pin(async move { b.begin_restore(store, &options).await })
             })
             .await
             .map(RestoreSession)
@@ -200,12 +159,7 @@ impl SourceInstance {
         let (resource, artifact) = (session.0, artifact.clone());
         self.inner
             .call_result("restore-session.write-artifact", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .restore_session()
-                        .call_write_artifact(store, resource, &artifact)
-                        .await
-                })
+                Box::pin(async move { b.write_artifact(store, resource, &artifact).await })
             })
             .await
             .map(ArtifactWriter)
@@ -219,12 +173,7 @@ impl SourceInstance {
         let resource = writer.0;
         self.inner
             .call_result("artifact-writer.write", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .artifact_writer()
-                        .call_write(store, resource, &chunk)
-                        .await
-                })
+                Box::pin(async move { b.write(store, resource, &chunk).await })
             })
             .await
     }
@@ -234,12 +183,7 @@ impl SourceInstance {
         let finished = self
             .inner
             .call_result("artifact-writer.finish", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .artifact_writer()
-                        .call_finish(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.finish_write(store, resource).await })
             })
             .await;
         self.inner.release(resource).await?;
@@ -254,12 +198,7 @@ impl SourceInstance {
         let reports = self
             .inner
             .call_result("restore-session.commit", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .restore_session()
-                        .call_commit(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.commit(store, resource).await })
             })
             .await;
         self.inner.release(resource).await?;
@@ -270,12 +209,7 @@ impl SourceInstance {
         let resource = session.0;
         self.inner
             .call("restore-session.abort", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_source()
-                        .restore_session()
-                        .call_abort(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.abort(store, resource).await })
             })
             .await?;
         self.inner.release(resource).await

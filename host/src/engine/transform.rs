@@ -4,7 +4,7 @@ use wasmtime::component::ResourceAny;
 
 use crate::capabilities::StageGrants;
 use crate::config::Limits;
-use crate::engine::bindings::transform::TransformPlugin;
+use crate::engine::contract::TransformBindings;
 use crate::engine::{Engine, LoadedPlugin, PluginError, PluginInstance};
 
 /// Decoder parameters: what an encoder's `finish` returned, stored in the manifest.
@@ -13,7 +13,7 @@ pub type Params = Vec<(String, String)>;
 /// Largest piece pulled from a codec at once.
 pub const PULL_MAX: u32 = 1 << 20;
 
-pub use crate::engine::bindings::transform::exports::runner::plugin::transform::ObjectInfo;
+pub use crate::engine::contract::ObjectInfo;
 
 /// One encoder or decoder inside a transform instance.
 pub struct Codec {
@@ -22,7 +22,7 @@ pub struct Codec {
 }
 
 pub struct TransformInstance {
-    inner: PluginInstance<TransformPlugin>,
+    inner: PluginInstance<TransformBindings>,
 }
 
 impl TransformInstance {
@@ -50,11 +50,7 @@ impl TransformInstance {
         let resource = self
             .inner
             .call_result("new-encoder", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_transform()
-                        .call_new_encoder(store, &object)
-                        .await
-                })
+                Box::pin(async move { b.new_encoder(store, &object).await })
             })
             .await?;
         Ok(Codec {
@@ -72,11 +68,7 @@ impl TransformInstance {
         let resource = self
             .inner
             .call_result("new-decoder", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_transform()
-                        .call_new_decoder(store, &object, &params)
-                        .await
-                })
+                Box::pin(async move { b.new_decoder(store, &object, &params).await })
             })
             .await?;
         Ok(Codec {
@@ -89,14 +81,7 @@ impl TransformInstance {
         let (resource, decoder) = (codec.resource, codec.decoder);
         self.inner
             .call_result("push", |store, b| {
-                Box::pin(async move {
-                    let api = b.runner_plugin_transform();
-                    if decoder {
-                        api.decoder().call_push(store, resource, &input).await
-                    } else {
-                        api.encoder().call_push(store, resource, &input).await
-                    }
-                })
+                Box::pin(async move { b.push(store, resource, decoder, &input).await })
             })
             .await
     }
@@ -106,14 +91,7 @@ impl TransformInstance {
         let chunk = self
             .inner
             .call_result("pull", |store, b| {
-                Box::pin(async move {
-                    let api = b.runner_plugin_transform();
-                    if decoder {
-                        api.decoder().call_pull(store, resource, max).await
-                    } else {
-                        api.encoder().call_pull(store, resource, max).await
-                    }
-                })
+                Box::pin(async move { b.pull(store, resource, decoder, max).await })
             })
             .await?;
         if let Some(chunk) = &chunk {
@@ -127,12 +105,7 @@ impl TransformInstance {
         let resource = codec.resource;
         self.inner
             .call_result("finish", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_transform()
-                        .encoder()
-                        .call_finish(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.finish_encoder(store, resource).await })
             })
             .await
     }
@@ -142,12 +115,7 @@ impl TransformInstance {
         let resource = codec.resource;
         self.inner
             .call_result("finish", |store, b| {
-                Box::pin(async move {
-                    b.runner_plugin_transform()
-                        .decoder()
-                        .call_finish(store, resource)
-                        .await
-                })
+                Box::pin(async move { b.finish_decoder(store, resource).await })
             })
             .await
     }

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::capabilities::keys::DataKey;
 
+/// Artifact metadata a source sets to the number of items it could not read (unreadable
+/// files, say): the snapshot commits, but the run is partial (exit code 3).
+pub const INCOMPLETE: &str = "incomplete";
+
 /// Version of the manifest format.
 pub const MANIFEST_FORMAT: u32 = 1;
 /// Prefix of a sealed manifest; a plain one is JSON and starts with `{`.
@@ -80,6 +84,16 @@ pub struct StageOutput {
     pub params: Vec<(String, String)>,
 }
 
+impl ArtifactRecord {
+    /// Items the source could not read, from its [`INCOMPLETE`] metadata.
+    pub fn incomplete(&self) -> Option<u64> {
+        self.metadata
+            .get(INCOMPLETE)
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n > 0)
+    }
+}
+
 impl ObjectRecord {
     pub fn stored(&self) -> &StageOutput {
         self.stages
@@ -89,6 +103,11 @@ impl ObjectRecord {
 }
 
 impl Manifest {
+    /// When the snapshot started; `None` when the recorded time does not parse.
+    pub fn started_at(&self) -> Option<jiff::Timestamp> {
+        self.started.parse().ok()
+    }
+
     pub fn bytes_in(&self) -> u64 {
         self.artifacts.iter().map(|a| a.size).sum()
     }
@@ -99,6 +118,11 @@ impl Manifest {
             .flat_map(|a| &a.objects)
             .map(|o| o.stored().bytes)
             .sum()
+    }
+
+    /// Items the source could not read, over every artifact (0: the snapshot is complete).
+    pub fn incomplete(&self) -> u64 {
+        self.artifacts.iter().filter_map(|a| a.incomplete()).sum()
     }
 
     pub fn object_count(&self) -> usize {

@@ -1,21 +1,32 @@
 //! What the host does for the built-in `elasticsearch` source: the HTTP grant its `url`
-//! implies, and the credentials (`api_key`, or `username` + `password`) it resolves and
-//! injects into requests to that origin, so the plugin never holds them.
+//! implies, the credentials (`api_key`, or `username` + `password`) it resolves and
+//! injects into requests to that origin, so the plugin never holds them, and the CA
+//! bundle (`ca_file`) its HTTPS to that origin trusts.
 
 use base64::Engine as _;
 
-use crate::capabilities::network::InjectedHeader;
+use crate::capabilities::network::{InjectedHeader, TrustedRoots};
 use crate::config::{HttpGrant, Location, SecretResolver, SecretValueRef};
 
 /// Options whose values the host keeps: the plugin receives them as written (secret
 /// references), never resolved.
 pub const HOST_HELD_OPTIONS: &[&str] = &["api_key", "username", "password"];
 
-/// The origin of the configured `url` as a grant, and the `Authorization` header to inject.
+/// What the host grants and does for the stage's HTTP.
+pub struct Access {
+    /// The origin of the configured `url`.
+    pub origin: HttpGrant,
+    /// The `Authorization` header to inject.
+    pub authorization: Option<InjectedHeader>,
+    /// The CA bundle `ca_file` names: HTTPS to the origin trusts it instead of the web roots.
+    pub trusted: Option<TrustedRoots>,
+}
+
+/// The grant, header and trust the options imply.
 pub fn access(
     options: &serde_json::Map<String, serde_json::Value>,
     base_dir: &std::path::Path,
-) -> Result<(HttpGrant, Option<InjectedHeader>), String> {
+) -> Result<Access, String> {
     let url = options
         .get("url")
         .and_then(|v| v.as_str())
@@ -67,10 +78,28 @@ pub fn access(
             return Err("basic authentication needs both `username` and `password`".into());
         }
     };
-    let header = header
+    let authorization = header
         .map(|value| InjectedHeader::new(origin.clone(), http::header::AUTHORIZATION, &value))
         .transpose()?;
-    Ok((origin, header))
+    let trusted = match options.get("ca_file") {
+        None => None,
+        Some(serde_json::Value::String(path)) => {
+            if scheme != "https" {
+                return Err(format!("`ca_file` is for https; `url` {url:?} is {scheme}"));
+            }
+            Some(TrustedRoots::load(origin.clone(), &base_dir.join(path))?)
+        }
+        Some(_) => {
+            return Err(
+                "`ca_file` must be a string: the path of a PEM file of CA certificates".into(),
+            );
+        }
+    };
+    Ok(Access {
+        origin,
+        authorization,
+        trusted,
+    })
 }
 
 /// `options` (resolved for the plugin) with the host-held ones put back as written.
@@ -99,7 +128,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("user"), "elastic\n").unwrap();
         std::fs::write(dir.path().join("pass"), "changeme").unwrap();
-        let (origin, header) = access(
+        let Access {
+            origin,
+            authorization: header,
+            ..
+        } = access(
             &options(json!({"url": "https://es.internal:9243/proxy/", "username": "${file:user}", "password": "${file:pass}"})),
             dir.path(),
         )
@@ -114,12 +147,12 @@ mod tests {
         assert!(header.value.is_sensitive());
         assert!(!format!("{:?}", header.value).contains("ZWxh"));
 
-        let (_, none) = access(
+        let plain = access(
             &options(json!({"url": "http://127.0.0.1:9200"})),
             dir.path(),
         )
         .unwrap();
-        assert!(none.is_none());
+        assert!(plain.authorization.is_none() && plain.trusted.is_none());
     }
 
     #[test]
@@ -148,8 +181,20 @@ mod tests {
                 json!({"url": "http://es:9200", "api_key": 5}),
                 "must be a string",
             ),
+            (
+                json!({"url": "http://es:9200", "ca_file": "/etc/hostname"}),
+                "`ca_file` is for https",
+            ),
+            (
+                json!({"url": "https://es:9200", "ca_file": "/surely/not/there.pem"}),
+                "/surely/not/there.pem",
+            ),
+            (
+                json!({"url": "https://es:9200", "ca_file": "/etc/hostname"}),
+                "no certificate in it",
+            ),
         ] {
-            let err = access(&options(value.clone()), dir).err().unwrap();
+            let err = access(&options(value.clone()), dir).err().expect("refused");
             assert!(err.contains(why), "{value}: {err}");
         }
     }

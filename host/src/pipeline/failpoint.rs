@@ -1,11 +1,16 @@
 //! Test-only failpoints: `RUNNER_TEST_FAILPOINT=<name>[:<n>]` kills the process with
 //! SIGKILL the `n`-th time (default: first) the run reaches `name`, so tests can prove a
-//! killed run leaves no snapshot. Unset, every check is one atomic load.
+//! killed run leaves no snapshot; `RUNNER_TEST_PAUSE=<name>:<file>` holds the command at
+//! `name` until `<file>` exists (writing `<file>.paused` when it gets there), so tests can
+//! order concurrent commands without sleeping. Unset, every check is one atomic load.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const VARIABLE: &str = "RUNNER_TEST_FAILPOINT";
+const PAUSE_VARIABLE: &str = "RUNNER_TEST_PAUSE";
+/// A paused command gives up waiting after this long, so a broken test cannot hang forever.
+const PAUSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 struct Armed {
     name: String,
@@ -46,5 +51,29 @@ pub fn kill() -> ! {
 pub fn hit(name: &str) {
     if triggers(name) {
         kill();
+    }
+}
+
+/// Holds the command at `name` (the first time it gets there) until the file named by
+/// `RUNNER_TEST_PAUSE=<name>:<file>` exists.
+pub async fn pause(name: &str) {
+    static PAUSE: OnceLock<Option<(String, std::path::PathBuf, AtomicU64)>> = OnceLock::new();
+    let armed = PAUSE.get_or_init(|| {
+        let spec = std::env::var(PAUSE_VARIABLE).ok()?;
+        let (name, file) = spec.split_once(':')?;
+        Some((name.to_string(), file.into(), AtomicU64::new(0)))
+    });
+    let Some((at, file, seen)) = armed else {
+        return;
+    };
+    if at != name || seen.fetch_add(1, Ordering::SeqCst) != 0 {
+        return;
+    }
+    let mut paused = file.clone().into_os_string();
+    paused.push(".paused");
+    let _ = std::fs::write(&paused, std::process::id().to_string());
+    let started = std::time::Instant::now();
+    while !file.exists() && started.elapsed() < PAUSE_LIMIT {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -3,16 +3,22 @@
 pub mod backup;
 pub mod chain;
 pub mod elasticsearch;
+pub mod events;
 pub mod failpoint;
+pub mod hooks;
+pub mod job;
 pub mod probe;
+pub mod prune;
 pub mod restore;
+pub mod retention;
+pub mod selection;
 pub mod stages;
 pub mod verify;
 mod workers;
 
 use crate::config::{ConfigError, KeySource, Pipeline, Secret, SecretResolver};
 use crate::engine::{Engine, PluginError};
-use crate::manifest::Manifest;
+use crate::repository::lock::{LockError, LockGuard, LockKind, LockRequest};
 use crate::repository::{RepoError, Repository};
 use chain::{ChainError, StageSpec};
 use stages::StageError;
@@ -58,8 +64,29 @@ pub enum RunError {
     },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    #[error("interrupted: the run was aborted; no snapshot was committed")]
+    Interrupted,
+    /// The sink failed with a connection error (refused, name resolution, timeouts)
+    /// after every retry.
+    #[error("the sink is unreachable: {0}")]
+    SinkUnreachable(#[source] Box<RunError>),
     #[error("{0}")]
     Failed(String),
+    /// The repository is locked by another command, or this command lost its lock.
+    #[error(transparent)]
+    Lock(LockError),
+}
+
+impl From<LockError> for RunError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Sink(e) => RunError::Plugin(e),
+            LockError::Repository(e) => RunError::Repository(e),
+            other => RunError::Lock(other),
+        }
+    }
 }
 
 impl From<StageError> for RunError {
@@ -77,6 +104,10 @@ pub struct Context {
     pub pipeline: Pipeline,
     /// Set before the first [`Context::sink_spec`]: the sink is prepared once with them.
     pub secrets: SecretResolver,
+    /// Where progress goes (bars, `--json` lines, nowhere).
+    pub events: events::Events,
+    /// How long [`Context::lock`] waits for a conflicting lock (`--lock-wait`); zero: fail at once.
+    pub lock_wait: std::time::Duration,
     /// The sink, prepared once: its plugin loaded and its storage (HTTP client, cached
     /// tokens) opened, shared by the repository and every worker of a command.
     sink: std::sync::OnceLock<StageSpec>,
@@ -88,6 +119,8 @@ impl Context {
             engine,
             pipeline,
             secrets: SecretResolver::from_process_env(),
+            events: events::Events::default(),
+            lock_wait: std::time::Duration::ZERO,
             sink: std::sync::OnceLock::new(),
         }
     }
@@ -132,11 +165,55 @@ impl Context {
         stages::spec(stage, plugin, grants, &self.secrets)
     }
 
+    /// Whether the sink's last request could not reach it (remote sinks), so a failure
+    /// reads "unreachable" rather than a generic one.
+    pub fn sink_unreachable(&self) -> bool {
+        self.sink
+            .get()
+            .and_then(|spec| spec.grants.storage.as_ref())
+            .is_some_and(|storage| storage.unreachable())
+    }
+
+    /// A name for the sink that carries no secret: a digest of its type and options as
+    /// written (secret references, not values). Keys the local history cache.
+    pub fn sink_identity(&self) -> String {
+        let sink = &self.pipeline.sink;
+        let text = format!(
+            "{}\0{:?}\0{}",
+            self.pipeline.base_dir().display(),
+            sink.plugin,
+            serde_json::Value::Object(sink.redacted_options())
+        );
+        hex::encode(&crate::plugins::sha256(text.as_bytes())[..8])
+    }
+
     /// Opens the pipeline's repository (creating it when `create`), checking the key.
     pub async fn open_repository(&self, create: bool) -> Result<Repository, RunError> {
         let passphrase = self.passphrase()?;
         let instance = self.start_sink(&self.sink_spec()?).await?;
         Ok(Repository::open(instance, passphrase.as_ref(), create).await?)
+    }
+
+    /// Locks `repository` for `command` (waiting up to `lock_wait` while another holder
+    /// conflicts); the lock is refreshed in the background until released.
+    pub async fn lock(
+        &self,
+        repository: &Repository,
+        kind: LockKind,
+        command: &str,
+    ) -> Result<LockGuard, RunError> {
+        // An instance of its own: the refresh task uses it while the command works.
+        let sink = self.start_sink(&self.sink_spec()?).await?;
+        let request = LockRequest {
+            kind,
+            command: command.to_string(),
+            pipeline: self.pipeline.name.clone(),
+            wait: self.lock_wait,
+            stale_after: self.pipeline.repository.lock_stale_after,
+        };
+        let guard = LockGuard::acquire(sink, repository.lock_seal(), request).await?;
+        failpoint::pause("locked").await;
+        Ok(guard)
     }
 
     /// Starts the sink stage; a configuration error points at its option in the file.
@@ -154,38 +231,5 @@ impl Context {
         )
         .await
         .map_err(|e| RunError::from(stages::locate(&self.pipeline.sink, e)))
-    }
-}
-
-/// Picks a snapshot by unique id prefix, or the newest for `latest`/none.
-pub async fn select_snapshot(
-    repository: &mut Repository,
-    wanted: Option<&str>,
-) -> Result<Manifest, RunError> {
-    let ids = repository.snapshot_ids().await?;
-    match wanted {
-        None | Some("latest") => {
-            let manifests = repository.manifests().await?;
-            manifests
-                .into_iter()
-                .last()
-                .ok_or_else(|| RunError::Usage("the repository has no snapshots yet".into()))
-        }
-        Some(prefix) => {
-            let matches: Vec<&String> = ids.iter().filter(|id| id.starts_with(prefix)).collect();
-            match matches.as_slice() {
-                [id] => Ok(repository.read_manifest(id).await?),
-                [] => Err(RunError::Usage(format!(
-                    "no snapshot id starts with {prefix:?}"
-                ))),
-                many => Err(RunError::Usage(format!(
-                    "snapshot id prefix {prefix:?} is ambiguous; it matches {}",
-                    many.iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))),
-            }
-        }
     }
 }

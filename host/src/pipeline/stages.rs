@@ -274,9 +274,10 @@ pub fn builtin_grants(
                 .push(postgres_address(target_url.unwrap_or(url))?);
         }
         (StageKind::Source, Some("elasticsearch")) => {
-            let (origin, auth) = crate::pipeline::elasticsearch::access(options, base_dir)?;
-            grants.grants.http.push(origin);
-            grants.http_headers.extend(auth);
+            let access = crate::pipeline::elasticsearch::access(options, base_dir)?;
+            grants.grants.http.push(access.origin);
+            grants.http_headers.extend(access.authorization);
+            grants.http_trusted.extend(access.trusted);
         }
         _ if !explicit.keys.is_empty() => {
             // Keys written in the stage's grants (a third-party encrypting transform).
@@ -482,6 +483,23 @@ fn postgres_address(url: &str) -> Result<crate::config::TcpGrant, String> {
     crate::config::TcpGrant::parse(&with_port)
         .map_err(|e| format!("postgres URL {with_port:?}: {e}"))
 }
+
+/// How many artifacts the host reads (backup) or writes (restore) at once, from a source
+/// stage's `jobs` option: `DEFAULT_SOURCE_JOBS` when absent. Only sources that can share
+/// their view (a share token) are read in parallel, and only artifacts the source marks
+/// `parallel_after` are written in parallel; the plugin validates the value itself.
+pub fn source_jobs(options: &serde_json::Map<String, serde_json::Value>) -> usize {
+    options
+        .get("jobs")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(DEFAULT_SOURCE_JOBS, |jobs| {
+            jobs.clamp(1, MAX_SOURCE_JOBS) as usize
+        })
+}
+
+/// `jobs` of a source that does not say: two at once, like `pg_dump -j 2`.
+pub const DEFAULT_SOURCE_JOBS: usize = 2;
+const MAX_SOURCE_JOBS: u64 = 64;
 
 /// How to start a stage, with its options resolved for the plugin.
 pub fn spec(

@@ -4,12 +4,15 @@
 
 use crate::manifest::Manifest;
 use crate::pipeline::restore::{decode_artifact, recorded_chain};
+use crate::pipeline::selection::Selection;
 use crate::pipeline::workers::{self, Pool};
-use crate::pipeline::{Context, RunError, select_snapshot};
+use crate::pipeline::{Context, RunError};
 use crate::repository::Repository;
+use crate::repository::lock::LockKind;
 
 pub struct VerifyRequest {
-    pub snapshot: Option<String>,
+    /// Which snapshot, unless `all`.
+    pub selection: Selection,
     pub all: bool,
     pub read_data: bool,
 }
@@ -24,13 +27,24 @@ pub struct SnapshotCheck {
 
 pub async fn run(ctx: &Context, request: VerifyRequest) -> Result<Vec<SnapshotCheck>, RunError> {
     let mut repository = ctx.open_repository(false).await?;
+    let lock = ctx.lock(&repository, LockKind::Read, "verify").await?;
+    let outcome = verify(ctx, &mut repository, request).await;
+    lock.release().await;
+    outcome
+}
+
+async fn verify(
+    ctx: &Context,
+    repository: &mut Repository,
+    request: VerifyRequest,
+) -> Result<Vec<SnapshotCheck>, RunError> {
     let ids: Vec<String> = if request.all {
         let mut ids = repository.snapshot_ids().await?;
         ids.sort();
         ids
     } else {
         // A manifest that cannot be read is a verify failure, reported, not a crash.
-        match select_snapshot(&mut repository, request.snapshot.as_deref()).await {
+        match request.selection.resolve(repository).await {
             Ok(manifest) => vec![manifest.snapshot],
             Err(RunError::Repository(crate::repository::RepoError::Corrupt { key, reason })) => {
                 return Ok(vec![SnapshotCheck {
@@ -46,9 +60,7 @@ pub async fn run(ctx: &Context, request: VerifyRequest) -> Result<Vec<SnapshotCh
     let mut checks = Vec::new();
     for id in ids {
         let check = match repository.read_manifest(&id).await {
-            Ok(manifest) => {
-                check_snapshot(ctx, &mut repository, &manifest, request.read_data).await?
-            }
+            Ok(manifest) => check_snapshot(ctx, repository, &manifest, request.read_data).await?,
             Err(e) => SnapshotCheck {
                 snapshot: id.clone(),
                 objects: 0,

@@ -97,6 +97,11 @@ impl Pool {
         let _ = self.jobs.send(job).await;
     }
 
+    /// Queues a job only if a worker can take it without waiting; gives it back otherwise.
+    pub fn try_submit(&self, job: Job) -> Result<(), Job> {
+        self.jobs.try_send(job).map_err(|e| e.into_inner())
+    }
+
     pub async fn finish(self) {
         drop(self.jobs);
         for worker in self.workers {

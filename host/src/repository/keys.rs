@@ -38,7 +38,7 @@ impl MasterKey {
         };
         RepoKeys {
             data: Arc::new(DataKey::new("data", &expand("runner/data/v1"))),
-            manifest: DataKey::new("manifest", &expand("runner/manifest/v1")),
+            manifest: Arc::new(DataKey::new("manifest", &expand("runner/manifest/v1"))),
             names: expand("runner/names/v1"),
         }
     }
@@ -48,8 +48,8 @@ impl MasterKey {
 pub struct RepoKeys {
     /// Seals object data; granted to encrypting transforms as "data".
     pub data: Arc<DataKey>,
-    /// Seals manifests (the host's own use, never granted to a plugin).
-    pub manifest: DataKey,
+    /// Seals manifests and locks (the host's own use, never granted to a plugin).
+    pub manifest: Arc<DataKey>,
     /// Keys object names, so stored names reveal nothing about content or order.
     names: Zeroizing<[u8; 32]>,
 }

@@ -6,9 +6,13 @@
 //! - `keys/<slot>`: key slots (the master key wrapped per passphrase);
 //! - `components/<sha256>.wasm`: every stage component a snapshot used;
 //! - `data/<xx>/<name>`: objects;
-//! - `snapshots/<id>`: manifests, written last.
+//! - `snapshots/<id>`: manifests, written last;
+//! - `history/<time>-<id>`: one record per run, whatever its outcome;
+//! - `locks/<id>`: locks of the commands working on it (see [`lock`]).
 
+pub mod history;
 pub mod keys;
+pub mod lock;
 
 use serde::{Deserialize, Serialize};
 
@@ -189,7 +193,15 @@ impl Repository {
     }
 
     pub fn manifest_key(&self) -> Option<&DataKey> {
-        self.keys.as_ref().map(|k| &k.manifest)
+        self.keys.as_ref().map(|k| &*k.manifest)
+    }
+
+    /// How this repository's lock objects are sealed (with the manifest key when encrypted).
+    pub fn lock_seal(&self) -> lock::LockSeal {
+        lock::LockSeal {
+            repository: self.id.clone(),
+            key: self.keys.as_ref().map(|k| k.manifest.clone()),
+        }
     }
 
     pub fn sink(&mut self) -> &mut SinkInstance {
@@ -291,7 +303,8 @@ impl Repository {
         for id in self.snapshot_ids().await? {
             manifests.push(self.read_manifest(&id).await?);
         }
-        manifests.sort_by(|a, b| a.started.cmp(&b.started));
+        // By time, not text: RFC 3339 strings with and without fractions do not sort.
+        manifests.sort_by_key(|m| (m.started_at(), m.snapshot.clone()));
         Ok(manifests)
     }
 
@@ -333,7 +346,7 @@ pub fn snapshot_key(snapshot: &str) -> String {
     format!("{SNAPSHOTS_PREFIX}{snapshot}")
 }
 
-fn component_key(sha256: &str) -> String {
+pub fn component_key(sha256: &str) -> String {
     format!("components/{sha256}.wasm")
 }
 

@@ -6,7 +6,8 @@ use super::OptionError;
 use super::google_auth::ServiceAccount;
 use super::http::{self, EndpointOverride, RetryPolicy};
 use crate::capabilities::Storage;
-use crate::capabilities::storage::StorageOptions;
+use crate::capabilities::storage::{Reachability, StorageOptions};
+use std::sync::Arc;
 
 /// OpenDAL uploads each object in one `uploadType=multipart` request, which Drive takes up to
 /// 5 MB; the host cuts artifacts into objects below this.
@@ -86,6 +87,7 @@ pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
         }),
     };
     let policy = RetryPolicy::from_options(o.retries, o.timeout.as_deref())?;
+    let reachability = Arc::new(Reachability::default());
     let operator = http::operator(
         b,
         "gdrive",
@@ -93,6 +95,7 @@ pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
         endpoint,
         drive_rate_limited,
         service_account,
+        reachability.clone(),
     )
     .map_err(|e| OptionError::new("", format!("cannot open Google Drive storage: {e}")))?;
     Ok(Storage::new(
@@ -104,6 +107,7 @@ pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
             concurrent_parts: 1,
             // Drive has no conditional create; names are not unique there either.
             if_absent_by_stat: true,
+            reachability: Some(reachability),
         },
         format!("Google Drive folder /{folder}"),
     ))

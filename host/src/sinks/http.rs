@@ -10,6 +10,7 @@ use opendal::{Buffer, HttpBody, HttpTransport, HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 
 use super::google_auth::ServiceAccount;
+use crate::capabilities::storage::Reachability;
 
 /// Retry and timeout settings shared by the remote sinks (`retries`, `timeout` options).
 #[derive(Clone, Debug)]
@@ -81,6 +82,7 @@ struct Transport {
     policy: RetryPolicy,
     rate_limited: RateLimitCheck,
     service: &'static str,
+    reachability: Arc<Reachability>,
 }
 
 /// An operator for `builder` whose HTTP goes through our transport, with retries and timeouts.
@@ -91,6 +93,7 @@ pub fn operator(
     endpoint: Option<EndpointOverride>,
     rate_limited: RateLimitCheck,
     service_account: Option<Arc<ServiceAccount>>,
+    reachability: Arc<Reachability>,
 ) -> opendal::Result<Operator> {
     let client = client(policy).map_err(|e| {
         opendal::Error::new(
@@ -106,6 +109,7 @@ pub fn operator(
         policy: policy.clone(),
         rate_limited,
         service,
+        reachability,
     });
     let operator = Operator::new(builder)?;
     let context = operator.base_context().with_http_transport(transport);
@@ -122,12 +126,17 @@ pub fn operator(
         ))
 }
 
-fn client(policy: &RetryPolicy) -> reqwest::Result<reqwest::Client> {
+/// Makes rustls usable: reqwest is built without a default TLS provider, so every client
+/// of the process uses the ring one already in the tree.
+pub fn install_tls_provider() {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
-        // reqwest is built without a default TLS provider: use the ring one already in the tree.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+fn client(policy: &RetryPolicy) -> reqwest::Result<reqwest::Client> {
+    install_tls_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(policy.io_timeout)
@@ -168,6 +177,32 @@ impl Transport {
     }
 }
 
+/// A request that never got a response: refused, unresolvable, reset while connecting,
+/// or timed out.
+fn is_connection_failure(error: &opendal::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if let Some(e) = e.downcast_ref::<reqwest::Error>()
+            && (e.is_connect() || e.is_timeout())
+        {
+            return true;
+        }
+        if let Some(e) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 fn clone_request(req: &http::Request<Buffer>) -> http::Request<Buffer> {
     let mut copy = http::Request::new(req.body().clone());
     *copy.method_mut() = req.method().clone();
@@ -201,7 +236,16 @@ impl HttpTransport for Transport {
         self.rewrite(&mut req)?;
         let mut attempt = 0;
         loop {
-            let response = self.inner.fetch(clone_request(&req)).await?;
+            let response = match self.inner.fetch(clone_request(&req)).await {
+                Ok(response) => {
+                    self.reachability.record(true);
+                    response
+                }
+                Err(e) => {
+                    self.reachability.record(!is_connection_failure(&e));
+                    return Err(e);
+                }
+            };
             let status = response.status();
             // Only error statuses can be rate limits; their bodies are small JSON/XML.
             if !(status == http::StatusCode::TOO_MANY_REQUESTS

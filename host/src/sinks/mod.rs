@@ -3,7 +3,7 @@
 
 mod gdrive;
 mod google_auth;
-mod http;
+pub mod http;
 mod s3;
 
 use std::path::Path;

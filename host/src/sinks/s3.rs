@@ -5,8 +5,9 @@ use serde::Deserialize;
 use super::OptionError;
 use super::http::{self, RetryPolicy};
 use crate::capabilities::Storage;
-use crate::capabilities::storage::StorageOptions;
+use crate::capabilities::storage::{Reachability, StorageOptions};
 use crate::config::parse_size;
+use std::sync::Arc;
 
 /// Parts of multipart uploads; an object's memory is `part_size * concurrency` at most.
 const DEFAULT_PART_SIZE: &str = "5MiB";
@@ -127,8 +128,17 @@ pub(super) fn open(o: S3Options) -> Result<Storage, OptionError> {
         ));
     }
     let policy = RetryPolicy::from_options(o.retries, o.timeout.as_deref())?;
-    let operator = http::operator(b, "s3", &policy, None, s3_slow_down, None)
-        .map_err(|e| OptionError::new("", format!("cannot open S3 storage: {e}")))?;
+    let reachability = Arc::new(Reachability::default());
+    let operator = http::operator(
+        b,
+        "s3",
+        &policy,
+        None,
+        s3_slow_down,
+        None,
+        reachability.clone(),
+    )
+    .map_err(|e| OptionError::new("", format!("cannot open S3 storage: {e}")))?;
     Ok(Storage::new(
         operator,
         StorageOptions {
@@ -136,6 +146,7 @@ pub(super) fn open(o: S3Options) -> Result<Storage, OptionError> {
             part_size: Some(part_size as usize),
             concurrent_parts: o.concurrency.unwrap_or(1).max(1),
             if_absent_by_stat: !o.conditional_writes,
+            reachability: Some(reachability),
         },
         format!(
             "s3 bucket {}{}",

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use runner_sdk::{
     Artifact, ArtifactReader, ArtifactWriter, BackupSession, Error, Plugin, RestoreOptions, RestoreReport,
-    RestoreSession, Result, Source,
+    RestoreSession, Result, SizeEstimate, Source,
 };
 use serde::Deserialize;
 
@@ -67,7 +67,7 @@ impl BackupSession for Backup {
                 artifacts.push(Artifact {
                     name: entry.file_name().to_string_lossy().into_owned(),
                     media_type: "application/octet-stream".into(),
-                    size_hint: Some(entry.metadata()?.len()),
+                    size: Some(SizeEstimate::bytes(entry.metadata()?.len())),
                     schema_version: 1,
                     metadata: Vec::new(),
                 });

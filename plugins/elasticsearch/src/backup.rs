@@ -4,12 +4,12 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use runner_sdk::{Artifact, ArtifactReader, BackupSession, Error, Metadata, Result};
+use runner_sdk::{Artifact, ArtifactReader, BackupSession, Error, Metadata, Result, SizeEstimate};
 use serde_json::{Value, json, value::RawValue};
 use waki::Method;
 
 use crate::Settings;
-use crate::client::{Cluster, ClusterVersion};
+use crate::client::{Cluster, ClusterVersion, ViewApi};
 use crate::meta::{self, IndexMeta, Part};
 
 /// One backup: every selected index, each with its own consistent view opened at begin.
@@ -39,13 +39,15 @@ struct IndexView {
 
 /// Where reading an index's documents stands.
 enum Cursor {
-    /// Elasticsearch ≥ 7.12: point in time, `_shard_doc` order, `search_after`.
+    /// Elasticsearch ≥ 7.12 and OpenSearch ≥ 2.4: point in time, `search_after` in
+    /// `_shard_doc` (or, OpenSearch before 3.3, `_id`) order.
     Pit {
+        api: ViewApi,
         id: String,
         after: Option<Vec<Value>>,
         done: bool,
     },
-    /// Older clusters and OpenSearch: a scroll whose first page came with its opening.
+    /// Older clusters: a scroll whose first page came with its opening.
     Scroll {
         id: Option<String>,
         first: Option<Vec<u8>>,
@@ -143,17 +145,24 @@ impl EsBackup {
     /// Opens the consistent view of one index and counts the documents it holds.
     fn open_view(&self, index: &str) -> Result<(Cursor, u64)> {
         let keep_alive = &self.settings.keep_alive;
-        if self.version.has_point_in_time() {
-            let opened = self.cluster.json(
-                Method::Post,
-                &format!("/{index}/_pit?keep_alive={keep_alive}"),
-                None,
-            )?;
+        let api = self.version.view_api();
+        if api != ViewApi::Scroll {
+            let (path, field) = match api {
+                ViewApi::ElasticsearchPit => {
+                    (format!("/{index}/_pit?keep_alive={keep_alive}"), "id")
+                }
+                _ => (
+                    format!("/{index}/_search/point_in_time?keep_alive={keep_alive}"),
+                    "pit_id",
+                ),
+            };
+            let opened = self.cluster.json(Method::Post, &path, None)?;
             let id = opened
-                .get("id")
+                .get(field)
                 .and_then(Value::as_str)
                 .ok_or_else(|| {
-                    Error::permanent(format!("POST /{index}/_pit: no `id` in the answer"))
+                    let path = path.split('?').next().unwrap_or(&path);
+                    Error::permanent(format!("POST {path}: no `{field}` in the answer"))
                 })?
                 .to_string();
             let counted = self.cluster.json(
@@ -165,6 +174,7 @@ impl EsBackup {
                 .ok_or_else(|| Error::permanent("POST /_search: no hits.total"))?;
             Ok((
                 Cursor::Pit {
+                    api,
                     id,
                     after: None,
                     done: false,
@@ -211,9 +221,21 @@ impl EsBackup {
         for view in &self.indices {
             let cursor = std::mem::replace(&mut *view.cursor.borrow_mut(), Cursor::Closed);
             let closed = match cursor {
-                Cursor::Pit { id, .. } => self
+                Cursor::Pit {
+                    api: ViewApi::ElasticsearchPit,
+                    id,
+                    ..
+                } => self
                     .cluster
                     .json(Method::Delete, "/_pit", Some(&json!({"id": id})))
+                    .map(drop),
+                Cursor::Pit { id, .. } => self
+                    .cluster
+                    .json(
+                        Method::Delete,
+                        "/_search/point_in_time",
+                        Some(&json!({"pit_id": [id]})),
+                    )
                     .map(drop),
                 Cursor::Scroll { id: Some(id), .. } => self
                     .cluster
@@ -252,7 +274,7 @@ impl BackupSession for EsBackup {
             artifacts.push(Artifact {
                 name: format!("{}/meta", view.meta.index),
                 media_type: meta::META_MEDIA_TYPE.to_string(),
-                size_hint: None,
+                size: None,
                 schema_version: meta::SCHEMA_VERSION,
                 metadata: base.clone(),
             });
@@ -270,7 +292,12 @@ impl BackupSession for EsBackup {
             artifacts.push(Artifact {
                 name: format!("{}/documents", view.meta.index),
                 media_type: meta::DOCUMENTS_MEDIA_TYPE.to_string(),
-                size_hint: None,
+                // Counted in this view, so exact; the reader reports progress in documents.
+                size: Some(SizeEstimate {
+                    amount: view.documents,
+                    unit: "documents".into(),
+                    exact: true,
+                }),
                 schema_version: meta::SCHEMA_VERSION,
                 metadata,
             });
@@ -458,11 +485,11 @@ impl DocumentsReader {
                 )));
             }
             Cursor::Pit { done: true, .. } | Cursor::Scroll { done: true, .. } => return Ok(false),
-            Cursor::Pit { id, after, .. } => {
+            Cursor::Pit { api, id, after, .. } => {
                 let mut body = json!({
                     "size": size,
                     "pit": {"id": id, "keep_alive": keep_alive},
-                    "sort": [{"_shard_doc": "asc"}],
+                    "sort": api.pit_sort(),
                     "track_total_hits": false,
                 });
                 if let Some(after) = after {
@@ -530,7 +557,9 @@ impl DocumentsReader {
         self.exported += count as u64;
         runner_sdk::log::progress(self.exported, Some(self.expected), "documents");
         match &mut *cursor {
-            Cursor::Pit { id, after, done } => {
+            Cursor::Pit {
+                id, after, done, ..
+            } => {
                 if let Some(new_id) = page.pit_id {
                     *id = new_id;
                 }

@@ -17,11 +17,46 @@ pub struct ClusterVersion {
     pub minor: u32,
 }
 
+/// How a consistent view of an index is opened, paged and released on this cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewApi {
+    /// Elasticsearch 7.12+: `POST /{index}/_pit` (answer `id`), `DELETE /_pit {"id"}`,
+    /// paged in `_shard_doc` order (the tiebreaker appears in 7.12).
+    ElasticsearchPit,
+    /// OpenSearch 2.4+: `POST /{index}/_search/point_in_time` (answer `pit_id`),
+    /// `DELETE /_search/point_in_time {"pit_id": [..]}`. `_shard_doc` exists from 3.3;
+    /// before that the pages are sorted by `_id`, unique within one index.
+    OpenSearchPit { shard_doc: bool },
+    /// Older clusters: one scroll per index.
+    Scroll,
+}
+
+impl ViewApi {
+    /// The sort that pages a point in time with `search_after` exactly once per document.
+    pub fn pit_sort(self) -> serde_json::Value {
+        match self {
+            ViewApi::OpenSearchPit { shard_doc: false } => serde_json::json!([{"_id": "asc"}]),
+            _ => serde_json::json!([{"_shard_doc": "asc"}]),
+        }
+    }
+}
+
 impl ClusterVersion {
-    /// Point in time with the `_shard_doc` tiebreaker exists from Elasticsearch 7.12;
-    /// OpenSearch has its own PIT API, so OpenSearch and older clusters are read by scroll.
+    /// The view API this distribution and version offer.
+    pub fn view_api(&self) -> ViewApi {
+        let version = (self.major, self.minor);
+        match self.distribution.as_str() {
+            "opensearch" if version >= (2, 4) => ViewApi::OpenSearchPit {
+                shard_doc: version >= (3, 3),
+            },
+            "opensearch" => ViewApi::Scroll,
+            _ if version >= (7, 12) => ViewApi::ElasticsearchPit,
+            _ => ViewApi::Scroll,
+        }
+    }
+
     pub fn has_point_in_time(&self) -> bool {
-        self.distribution == "elasticsearch" && (self.major, self.minor) >= (7, 12)
+        self.view_api() != ViewApi::Scroll
     }
 }
 
@@ -218,7 +253,13 @@ pub fn backoff(attempt: u32) {
 
 fn transport_error(what: &str, e: &impl std::fmt::Display) -> Error {
     let text = format!("{e:#}");
-    if text.contains("HttpRequestDenied") {
+    if text.contains("TlsCertificateError") {
+        // Retrying cannot help: the host's trust store does not vouch for the server.
+        Error::permanent(format!(
+            "{what}: TLS certificate error: the cluster's certificate is not trusted \
+             (a private CA needs `ca_file` = a PEM bundle of it): {text}"
+        ))
+    } else if text.contains("HttpRequestDenied") {
         Error::AccessDenied(format!(
             "{what}: the host refused the request (the URL is not granted): {text}"
         ))

@@ -15,6 +15,7 @@
 //! batch_docs = 500                   # documents per bulk request on restore
 //! batch_bytes = 5242880              # and at most this many bytes of documents
 //! max_retries = 8                    # attempts for a request refused with 429/503
+//! ca_file = "/etc/runner/es-ca.pem"  # https: trust this CA bundle (the host's sender)
 //! ```
 //!
 //! Credentials never reach this plugin: the host resolves `api_key` (or `username` and
@@ -34,10 +35,13 @@
 //!
 //! # Consistency
 //!
-//! Elasticsearch 7.12 and later: one point in time per index, opened when the backup
-//! begins, read in `_shard_doc` order with `search_after`. Older clusters and OpenSearch:
-//! one scroll per index, also opened when the backup begins. Documents indexed after
-//! that are not in the backup.
+//! Elasticsearch 7.12 and later: one point in time per index (`POST /{index}/_pit`), opened
+//! when the backup begins, read in `_shard_doc` order with `search_after`. OpenSearch 2.4
+//! and later: the same with OpenSearch's own API (`POST /{index}/_search/point_in_time`,
+//! `DELETE /_search/point_in_time`), in `_shard_doc` order from 3.3 and `_id` order before
+//! (OpenSearch 2.x has no `_shard_doc`). The distribution comes from `GET /`
+//! (`version.distribution`). Older clusters: one scroll per index, also opened when the
+//! backup begins. Documents indexed after that are not in the backup.
 //!
 //! # Restore
 //!
@@ -96,6 +100,10 @@ pub struct Config {
     /// How long the cluster keeps a point in time or scroll between two pages.
     #[serde(default = "default_keep_alive")]
     keep_alive: String,
+    /// A PEM bundle of CA certificates the host's HTTPS to `url` trusts (used by the host;
+    /// here only to be accepted as an option).
+    #[serde(default)]
+    ca_file: Option<String>,
 }
 
 fn default_page_size() -> u32 {
@@ -178,6 +186,9 @@ impl Plugin for Elasticsearch {
                     ),
                 ));
             }
+        }
+        if config.ca_file.is_some() && !config.url.starts_with("https://") {
+            return Err(Error::config_field("ca_file", "is for https URLs"));
         }
         let credentials = match (&config.api_key, &config.username, &config.password) {
             (Some(key), _, _) => Some(format!("API key {key}")),

@@ -95,6 +95,9 @@ struct Walk {
     /// (device, inode) of every emitted file with more than one link → its path.
     first_links: HashMap<(u64, u64), Vec<u8>>,
     totals: Totals,
+    /// Files and directories the backup was refused (permissions): the snapshot commits
+    /// without them and says so (`incomplete` metadata; the run exits "partial").
+    unreadable: u64,
 }
 
 impl Walk {
@@ -144,6 +147,14 @@ impl Walk {
         self.totals.count(&entry);
     }
 
+    fn refused(&mut self, path: &[u8], why: &str) {
+        self.unreadable += 1;
+        runner_sdk::warn!(
+            "could not read {}: {why}; it is not in this snapshot",
+            self.item(path)
+        );
+    }
+
     fn skip(&mut self, path: &[u8], why: &str) {
         self.totals.skipped += 1;
         runner_sdk::warn!("skipped {}: {why}", self.item(path));
@@ -189,7 +200,14 @@ impl Walk {
                             );
                         }
                     } else {
-                        let children = self.list(&path)?;
+                        let children = match self.list(&path) {
+                            Ok(children) => children,
+                            Err(Error::AccessDenied(why)) => {
+                                self.refused(&path, &why);
+                                Vec::new().into_iter()
+                            }
+                            Err(e) => return Err(e),
+                        };
                         self.stack.push(Frame {
                             path,
                             meta: child.meta,
@@ -254,6 +272,10 @@ impl Walk {
             Ok(reader) => reader,
             Err(Error::NotFound(_) | Error::InvalidInput(_)) => {
                 self.skip(&path, "it disappeared or changed kind during the backup");
+                return Ok(None);
+            }
+            Err(Error::AccessDenied(why)) => {
+                self.refused(&path, &why);
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -329,6 +351,7 @@ impl FilesReader {
             stack: Vec::new(),
             first_links: HashMap::new(),
             totals: Totals::default(),
+            unreadable: 0,
         };
         let selected = walk
             .settings
@@ -461,6 +484,10 @@ impl ArtifactReader for FilesReader {
         }
         let mut metadata = vec![("root".to_string(), self.walk.root.clone())];
         metadata.extend(self.walk.totals.metadata());
+        if self.walk.unreadable > 0 {
+            // The host's convention for "committed, but not everything": exit code 3.
+            metadata.push(("incomplete".to_string(), self.walk.unreadable.to_string()));
+        }
         Ok(metadata)
     }
 }

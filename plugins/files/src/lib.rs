@@ -13,13 +13,16 @@
 //! ```
 //!
 //! Symlinks are never followed: they are stored as links. Sockets, fifos and devices
-//! are skipped, counted (`skipped`) and logged.
+//! are skipped, counted (`skipped`) and logged. Files and directories the backup is
+//! refused (permissions) are logged and left out like restic does: the snapshot commits
+//! with `incomplete` metadata counting them, and `runner run` exits 3 (partial).
 //!
 //! # Artifacts
 //!
 //! One per granted root, named by the root's final path component (`/srv/www` → `www`),
 //! media type `application/x-runner-files`, schema version 1. Metadata after reading:
-//! `root`, `files`, `directories`, `symlinks`, `hardlinks`, `bytes`, `skipped`.
+//! `root`, `files`, `directories`, `symlinks`, `hardlinks`, `bytes`, `skipped`, and
+//! `incomplete` when something could not be read.
 //!
 //! # Stream format, version 1
 //!
@@ -168,7 +171,7 @@ impl BackupSession for FilesBackup {
             .map(|a| Artifact {
                 name: a.name.clone(),
                 media_type: format::MEDIA_TYPE.to_string(),
-                size_hint: None,
+                size: None,
                 schema_version: format::VERSION,
                 metadata: vec![("root".to_string(), a.root.clone())],
             })

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use runner_sdk::{Artifact, ArtifactReader, BackupSession, Error, Metadata, Result};
+use runner_sdk::{Artifact, ArtifactReader, BackupSession, Error, Metadata, Result, SizeEstimate};
 
 use crate::catalog::{self, SchemaDoc, TableData};
 use crate::client::{Conn, ConnInfo, CopyOut, literal};
@@ -18,6 +18,9 @@ pub const TABLE_MEDIA_TYPE: &str = "text/x-postgresql-copy";
 pub const SCHEMA_ARTIFACT: &str = "schema";
 /// Version of the table artifacts' format (COPY text).
 pub const TABLE_FORMAT: u32 = 1;
+/// Table artifact metadata naming the artifact that must be restored before it; the
+/// host may then write the tables at once (each on its own connection).
+pub const PARALLEL_AFTER: &str = "parallel_after";
 
 /// The oldest server whose catalogs this plugin reads (pg_range.rngmultitypid, attcompression).
 const MIN_SERVER_VERSION: u32 = 140000;
@@ -103,7 +106,7 @@ impl BackupSession for PgBackup {
         let mut artifacts = vec![Artifact {
             name: SCHEMA_ARTIFACT.into(),
             media_type: SCHEMA_MEDIA_TYPE.into(),
-            size_hint: None,
+            size: None,
             schema_version: catalog::SCHEMA_FORMAT,
             metadata: vec![
                 version.clone(),
@@ -116,7 +119,8 @@ impl BackupSession for PgBackup {
             artifacts.push(Artifact {
                 name: table.name.clone(),
                 media_type: TABLE_MEDIA_TYPE.into(),
-                size_hint: None,
+                // Table and index bytes on the server: largest-first ordering and progress.
+                size: Some(SizeEstimate::about(table.estimated_bytes, "bytes")),
                 schema_version: TABLE_FORMAT,
                 metadata: vec![
                     ("table".into(), table.qualified.clone()),
@@ -125,6 +129,7 @@ impl BackupSession for PgBackup {
                         serde_json::to_string(&table.columns).map_err(Error::internal)?,
                     ),
                     ("estimated_rows".into(), table.estimated_rows.to_string()),
+                    (PARALLEL_AFTER.into(), SCHEMA_ARTIFACT.into()),
                     version.clone(),
                 ],
             });
@@ -154,6 +159,7 @@ impl BackupSession for PgBackup {
         ))?;
         Ok(PgReader::Table {
             conn,
+            snapshot: self.token.clone(),
             table: table.clone(),
             pending: Bytes::new(),
             rows: None,
@@ -174,6 +180,8 @@ pub enum PgReader {
     },
     Table {
         conn: Rc<RefCell<Conn>>,
+        /// The exported snapshot the table was read in.
+        snapshot: String,
         table: TableData,
         pending: Bytes,
         rows: Option<u64>,
@@ -226,6 +234,8 @@ impl ArtifactReader for PgReader {
         match self {
             PgReader::Schema { .. } => Ok(Metadata::new()),
             PgReader::Table {
+                conn,
+                snapshot,
                 rows: Some(rows),
                 bytes,
                 table,
@@ -234,6 +244,10 @@ impl ArtifactReader for PgReader {
                 ("rows".into(), rows.to_string()),
                 ("bytes".into(), bytes.to_string()),
                 ("table".into(), table.qualified.clone()),
+                // Which snapshot and which server process read it: parallel readers are
+                // several processes in one snapshot.
+                ("snapshot".into(), snapshot.clone()),
+                ("backend_pid".into(), conn.borrow().backend_pid.to_string()),
             ]),
             PgReader::Table { .. } => Err(Error::invalid_input(
                 "finish before the table was read to its end",

@@ -31,8 +31,32 @@ pub struct SchemaDoc {
     pub sequences: Vec<String>,
     /// Materialized views to refresh last (they were populated at backup).
     pub refresh: Vec<String>,
+    /// The post-data statements that may run on several connections at once, step by
+    /// step (checks, keys and indexes; then foreign keys). Absent in snapshots of older
+    /// versions: then every statement runs in order on one connection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_data_steps: Vec<PostDataStep>,
     /// The tables whose rows are backed up, one data artifact each.
     pub tables: Vec<TableData>,
+}
+
+/// Statements of `post_data` that are independent of each other except through the
+/// tables they lock; they run before the post-data statements no step names.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct PostDataStep {
+    pub statements: Vec<ParallelStatement>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ParallelStatement {
+    /// Its index in `post_data`.
+    pub index: usize,
+    /// The tables it locks, each as the oid of its partition tree's root (a statement on a
+    /// partitioned table reaches every partition): statements sharing one run on the same
+    /// connection, in recorded order.
+    pub tables: Vec<String>,
+    /// Bytes of those tables at backup: how long it may take, to spread the work.
+    pub weight: u64,
 }
 
 /// One table whose rows become a data artifact.
@@ -46,6 +70,10 @@ pub struct TableData {
     pub columns: Vec<String>,
     /// The planner's estimate, for the listing; the exact count comes from COPY.
     pub estimated_rows: i64,
+    /// Bytes on disk at backup (`pg_table_size`), the listing's size hint: the host
+    /// starts the largest tables first.
+    #[serde(default)]
+    pub estimated_bytes: u64,
 }
 
 impl TableData {
@@ -243,7 +271,8 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
                 (SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition),
                 CASE WHEN c.relispartition THEN pg_catalog.pg_get_expr(c.relpartbound, c.oid) END,
                 c.relrowsecurity, c.relforcerowsecurity, c.reltuples::bigint,
-                (SELECT i.inhparent::pg_catalog.regclass::text FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition)
+                (SELECT i.inhparent::pg_catalog.regclass::text FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid AND c.relispartition),
+                pg_catalog.pg_table_size(c.oid)
            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE {in_schemas} AND {} AND c.relkind IN ('r', 'p') ORDER BY c.oid",
         not_extension_member("pg_class", "c.oid")
@@ -312,6 +341,34 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
         }
         depth
     };
+    // A statement on a partition locks its tree's root's lock group: the root's oid.
+    let root = |oid: &str| {
+        let mut at = oid.to_string();
+        for _ in 0..64 {
+            match parent_of.get(&at) {
+                Some(parent) => at = parent.clone(),
+                None => break,
+            }
+        }
+        at
+    };
+    let mut tree_bytes: BTreeMap<String, u64> = BTreeMap::new();
+    for row in &tables {
+        *tree_bytes.entry(root(&text(row, 0))).or_default() +=
+            text(row, 14).parse::<u64>().unwrap_or(0);
+    }
+    let parallel = |index: usize, oids: &[String]| {
+        let mut tables: Vec<String> = oids.iter().map(|o| root(o)).collect();
+        tables.sort();
+        tables.dedup();
+        ParallelStatement {
+            index,
+            weight: tables.iter().filter_map(|t| tree_bytes.get(t)).sum(),
+            tables,
+        }
+    };
+    let mut keys_and_indexes = PostDataStep::default();
+    let mut foreign_keys = PostDataStep::default();
     let mut ordered: Vec<&Vec<Option<String>>> = tables.iter().collect();
     ordered.sort_by_key(|r| (depth(&text(r, 0)), text(r, 0).parse::<u64>().unwrap_or(0)));
     let mut security = Vec::new();
@@ -343,6 +400,9 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
                 if flag(check, 3) {
                     doc.pre_data.push(text(check, 2));
                 } else {
+                    keys_and_indexes
+                        .statements
+                        .push(parallel(doc.post_data.len(), std::slice::from_ref(&oid)));
                     doc.post_data.push(text(check, 2));
                 }
             }
@@ -353,6 +413,9 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
                 if flag(check, 3) {
                     parts.push(text(check, 1));
                 } else {
+                    keys_and_indexes
+                        .statements
+                        .push(parallel(doc.post_data.len(), std::slice::from_ref(&oid)));
                     doc.post_data.push(text(check, 2));
                 }
             }
@@ -379,6 +442,7 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
                     .map(|c| text(c, 1))
                     .collect(),
                 estimated_rows: text(row, 12).parse::<i64>().unwrap_or(-1).max(-1),
+                estimated_bytes: text(row, 14).parse().unwrap_or(0),
             });
         }
     }
@@ -454,34 +518,46 @@ pub fn read(conn: &mut Conn, selection: &Selection) -> Result<SchemaDoc> {
     let relations = oid_array(table_oids.iter().chain(view_oids.iter()).copied());
     for row in conn.query(&format!(
         "SELECT format('ALTER TABLE %s%s ADD CONSTRAINT %I %s', CASE WHEN r.relkind = 'p' THEN '' ELSE 'ONLY ' END,
-                       c.conrelid::pg_catalog.regclass, c.conname, pg_catalog.pg_get_constraintdef(c.oid))
+                       c.conrelid::pg_catalog.regclass, c.conname, pg_catalog.pg_get_constraintdef(c.oid)),
+                c.conrelid
            FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_class r ON r.oid = c.conrelid
           WHERE c.conrelid = ANY({tsel}) AND c.contype IN ('p', 'u', 'x') AND c.conparentid = 0
           ORDER BY c.conrelid, c.conname"
     ))? {
+        keys_and_indexes
+            .statements
+            .push(parallel(doc.post_data.len(), &[text(&row, 1)]));
         doc.post_data.push(text(&row, 0));
     }
     for row in conn.query(&format!(
-        "SELECT pg_catalog.pg_get_indexdef(i.indexrelid), r.relkind
+        "SELECT pg_catalog.pg_get_indexdef(i.indexrelid), r.relkind, i.indrelid
            FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid JOIN pg_catalog.pg_class r ON r.oid = i.indrelid
           WHERE i.indrelid = ANY({relations}) AND NOT ic.relispartition
             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x'))
           ORDER BY ic.relname"
     ))? {
         let def = text(&row, 0);
+        keys_and_indexes
+            .statements
+            .push(parallel(doc.post_data.len(), &[text(&row, 2)]));
         // On a partitioned table the server writes `ON ONLY` (pg_dump attaches each partition's
         // index by hand); without it the partitions' indexes are made and attached at once.
         doc.post_data.push(if text(&row, 1) == "p" { def.replacen(" ON ONLY ", " ON ", 1) } else { def });
     }
     for row in conn.query(&format!(
         "SELECT format('ALTER TABLE %s%s ADD CONSTRAINT %I %s', CASE WHEN r.relkind = 'p' THEN '' ELSE 'ONLY ' END,
-                       c.conrelid::pg_catalog.regclass, c.conname, pg_catalog.pg_get_constraintdef(c.oid))
+                       c.conrelid::pg_catalog.regclass, c.conname, pg_catalog.pg_get_constraintdef(c.oid)),
+                c.conrelid, c.confrelid
            FROM pg_catalog.pg_constraint c JOIN pg_catalog.pg_class r ON r.oid = c.conrelid
           WHERE c.conrelid = ANY({tsel}) AND c.contype = 'f' AND c.conparentid = 0
           ORDER BY c.conrelid, c.conname"
     ))? {
+        foreign_keys
+            .statements
+            .push(parallel(doc.post_data.len(), &[text(&row, 1), text(&row, 2)]));
         doc.post_data.push(text(&row, 0));
     }
+    doc.post_data_steps = vec![keys_and_indexes, foreign_keys];
     for row in conn.query(&format!(
         "SELECT pg_catalog.pg_get_triggerdef(t.oid), t.tgenabled, format('%I', t.tgname), t.tgrelid::pg_catalog.regclass::text
            FROM pg_catalog.pg_trigger t

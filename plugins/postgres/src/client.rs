@@ -154,6 +154,8 @@ pub struct Conn {
     address: String,
     /// A `COPY … TO STDOUT` is running: the connection is busy until its end.
     pub in_copy: bool,
+    /// The server process serving this connection (`pg_backend_pid()`).
+    pub backend_pid: i32,
 }
 
 /// Session settings that make COPY text and catalog output the same on every server setup.
@@ -186,6 +188,7 @@ impl Conn {
             server_version: String::new(),
             address,
             in_copy: false,
+            backend_pid: 0,
         };
         let mut params: Vec<(&str, &str)> =
             vec![("user", info.user.as_str()), ("database", database)];
@@ -201,7 +204,8 @@ impl Conn {
                         conn.server_version = p.value().unwrap_or_default().to_string();
                     }
                 }
-                Message::BackendKeyData(_) | Message::NoticeResponse(_) => {}
+                Message::BackendKeyData(key) => conn.backend_pid = key.process_id(),
+                Message::NoticeResponse(_) => {}
                 Message::ReadyForQuery(_) => break,
                 Message::ErrorResponse(e) => {
                     return Err(server_error(&e).to_error(&format!(
@@ -372,8 +376,20 @@ impl Conn {
 
     /// Runs statements; the outer error is the connection's, the inner one the server's.
     pub fn query_checked(&mut self, sql: &str) -> Result<std::result::Result<Rows, ServerError>> {
+        self.send_query(sql)?;
+        self.query_result()
+    }
+
+    /// Sends a query without waiting for its result: several sent in a row run one after
+    /// the other on the server (each in its own transaction) while the client does other
+    /// work; `query_result` then collects their results in order.
+    pub fn send_query(&mut self, sql: &str) -> Result<()> {
         frontend::query(sql, &mut self.output).map_err(Error::internal)?;
-        self.flush()?;
+        self.flush()
+    }
+
+    /// The result of the oldest query sent and not yet collected.
+    pub fn query_result(&mut self) -> Result<std::result::Result<Rows, ServerError>> {
         let mut rows = Vec::new();
         let mut failed = None;
         loop {

@@ -14,6 +14,7 @@
 //! exclude_tables = ["app.audit_log"]                # definition kept, rows left out
 //! skip_unsupported = ["rule"]                       # object kinds to leave out knowingly
 //! privileges = false                                # true: owners and GRANTs too
+//! jobs = 2                                          # connections: tables read/loaded at once
 //! ```
 //!
 //! # Artifacts
@@ -25,7 +26,9 @@
 //! its rows as `COPY … TO STDOUT` text; metadata `rows` (exact), `columns`, `server_version`.
 //! Everything is read in one `REPEATABLE READ, READ ONLY` transaction whose exported
 //! snapshot is the session's share token: another instance joins it with `SET TRANSACTION
-//! SNAPSHOT`, so parallel readers see the same database.
+//! SNAPSHOT`, so parallel readers see the same database (the host runs `jobs` instances
+//! joined this way, each reading other tables, like `pg_dump -j`). Each table artifact
+//! records the snapshot and the server process that read it (`snapshot`, `backend_pid`).
 //!
 //! An object kind this plugin does not restore (rules, aggregates, foreign tables,
 //! operators, …) fails the backup, naming every such object, unless its kind is listed in
@@ -38,7 +41,11 @@
 //! `target` is a database name on the server of `url`, or a `postgres://` URL. With the
 //! `schema` artifact the whole database is rebuilt in a new staging database
 //! (`<target>_runner_staging_<random>`): schema, rows, then keys, indexes, foreign keys,
-//! triggers, sequence values and materialized view refreshes. Only when every step
+//! triggers, sequence values and materialized view refreshes. Table artifacts carry
+//! `parallel_after = "schema"`: once the schema is in, the host writes up to `jobs` tables
+//! at once, each on its own connection; keys, indexes and foreign keys are then built on
+//! `jobs` connections, statements that touch the same table (or partition tree) always on
+//! the same one, so they never wait on or deadlock with each other. Only when every step
 //! succeeded is staging renamed to the target; an existing target is replaced only with
 //! `mode = replace` (renamed aside, then dropped). On failure staging is dropped and the
 //! target is untouched. Without the `schema` artifact (`--only app.orders`), the selected
@@ -81,11 +88,25 @@ pub struct Config {
     /// Back up owners and privileges (GRANTs) too; the roles must exist where it restores.
     #[serde(default)]
     privileges: bool,
+    /// Connections used at once: tables read in parallel (the host joins that many
+    /// sessions to one exported snapshot) and loaded and indexed in parallel at restore.
+    #[serde(default = "default_jobs")]
+    jobs: u32,
+}
+
+/// `jobs` when the pipeline does not say: two connections, what `pg_dump -j 2` uses.
+pub const DEFAULT_JOBS: u32 = 2;
+/// More connections than this is a mistake (every one is a server process).
+const MAX_JOBS: u32 = 64;
+
+fn default_jobs() -> u32 {
+    DEFAULT_JOBS
 }
 
 struct Postgres {
     server: ConnInfo,
     selection: Rc<Selection>,
+    jobs: usize,
 }
 
 impl Plugin for Postgres {
@@ -97,9 +118,16 @@ impl Plugin for Postgres {
     fn new(config: Config) -> Result<Self> {
         let mut server = ConnInfo::parse(&config.url).map_err(|e| Error::config_field("url", e))?;
         server.password = config.password.clone().filter(|p| !p.is_empty());
+        if !(1..=MAX_JOBS).contains(&config.jobs) {
+            return Err(Error::config_field(
+                "jobs",
+                format!("{} connections: expected 1 to {MAX_JOBS}", config.jobs),
+            ));
+        }
         Ok(Postgres {
             server,
             selection: Rc::new(Selection::new(&config)?),
+            jobs: config.jobs as usize,
         })
     }
 }
@@ -113,7 +141,7 @@ impl Source for Postgres {
     }
 
     fn begin_restore(&self, options: RestoreOptions) -> Result<PgRestore> {
-        PgRestore::begin(&self.server, options)
+        PgRestore::begin(&self.server, options, self.jobs)
     }
 }
 

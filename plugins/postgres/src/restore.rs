@@ -12,7 +12,7 @@ use runner_sdk::{
 };
 
 use crate::backup::{SCHEMA_ARTIFACT, SCHEMA_MEDIA_TYPE, TABLE_MEDIA_TYPE};
-use crate::catalog::{SCHEMA_FORMAT, SchemaDoc};
+use crate::catalog::{PostDataStep, SCHEMA_FORMAT, SchemaDoc};
 use crate::client::{Conn, ConnInfo, abbreviate, ident, literal};
 
 /// Where maintenance statements (CREATE/ALTER/DROP DATABASE) run.
@@ -30,10 +30,17 @@ enum State {
         conn: Conn,
         staging: String,
         doc: SchemaDoc,
+        /// Connections to staging not loading a table right now (a table being loaded
+        /// holds its own; the host may load several at once).
+        idle: Vec<Conn>,
+        /// The most tables loaded at once.
+        loading: usize,
+        most_loading: usize,
     },
-    /// Loading rows into the existing target, inside one transaction.
+    /// Loading rows into the existing target, inside one transaction: one connection,
+    /// held by the table being loaded.
     Tables {
-        conn: Conn,
+        conn: Option<Conn>,
     },
     /// A dry run: nothing is written.
     DryRun,
@@ -42,6 +49,8 @@ enum State {
 
 struct Inner {
     server: ConnInfo,
+    /// Connections for keys, indexes and foreign keys at commit.
+    jobs: usize,
     target: String,
     options: RestoreOptions,
     target_exists: bool,
@@ -54,7 +63,7 @@ pub struct PgRestore {
 }
 
 impl PgRestore {
-    pub fn begin(source: &ConnInfo, options: RestoreOptions) -> Result<Self> {
+    pub fn begin(source: &ConnInfo, options: RestoreOptions, jobs: usize) -> Result<Self> {
         let Some(target) = options.target.clone().filter(|t| !t.is_empty()) else {
             return Err(Error::invalid_input(
                 "restoring PostgreSQL needs --target: a database name on the source's server, or a postgres:// URL",
@@ -87,6 +96,7 @@ impl PgRestore {
         Ok(PgRestore {
             inner: Rc::new(RefCell::new(Inner {
                 server,
+                jobs,
                 target,
                 options,
                 target_exists: exists,
@@ -126,8 +136,7 @@ impl Inner {
             self.server.address()
         );
         let built = (|| {
-            let mut conn = Conn::connect(&self.server, &staging)?;
-            conn.execute("SELECT pg_catalog.set_config('search_path', '', false); SET check_function_bodies = false; SET client_min_messages = warning")?;
+            let mut conn = connect_staging(&self.server, &staging)?;
             create_in_dependency_order(&mut conn, &doc.pre_data)?;
             Ok::<_, Error>(conn)
         })();
@@ -138,6 +147,9 @@ impl Inner {
                     conn,
                     staging,
                     doc,
+                    idle: Vec::new(),
+                    loading: 0,
+                    most_loading: 0,
                 };
                 Ok(())
             }
@@ -160,7 +172,7 @@ impl Inner {
         }
         let mut conn = Conn::connect(&self.server, &self.target)?;
         conn.execute("SELECT pg_catalog.set_config('search_path', '', false); BEGIN")?;
-        self.state = State::Tables { conn };
+        self.state = State::Tables { conn: Some(conn) };
         Ok(())
     }
 
@@ -170,14 +182,17 @@ impl Inner {
                 mut admin,
                 conn,
                 staging,
+                idle,
                 ..
             } => {
                 conn.close();
+                idle.into_iter().for_each(Conn::close);
                 drop_database(&mut admin, &staging);
                 admin.close();
             }
-            // Closing the connection rolls the transaction back.
-            State::Tables { conn } => conn.close(),
+            // Closing the connection rolls the transaction back (a table still loading
+            // holds it; dropping that writer closes it).
+            State::Tables { conn } => conn.into_iter().for_each(Conn::close),
             _ => {}
         }
     }
@@ -189,19 +204,27 @@ impl Inner {
                 mut conn,
                 staging,
                 doc,
+                mut idle,
+                most_loading,
+                ..
             } => {
+                let mut post_data_connections = 1;
                 let finished = (|| {
-                    for statement in doc
-                        .post_data
-                        .iter()
-                        .chain(&doc.sequences)
-                        .chain(&doc.refresh)
-                    {
+                    post_data_connections = run_post_data(
+                        &mut conn,
+                        &mut idle,
+                        &self.server,
+                        &staging,
+                        self.jobs,
+                        &doc,
+                    )?;
+                    for statement in doc.sequences.iter().chain(&doc.refresh) {
                         conn.execute(statement)?;
                     }
                     Ok::<_, Error>(())
                 })();
                 conn.close();
+                idle.into_iter().for_each(Conn::close);
                 let swapped = finished.and_then(|()| self.swap(&mut admin, &staging));
                 if swapped.is_err() {
                     drop_database(&mut admin, &staging);
@@ -220,16 +243,28 @@ impl Inner {
                             ),
                             ("sequences".into(), doc.sequences.len().to_string()),
                             ("materialized_views".into(), doc.refresh.len().to_string()),
+                            // How parallel it was: tables loaded at once at most, and
+                            // connections that built keys, indexes and foreign keys.
+                            ("tables_loaded_at_once".into(), most_loading.to_string()),
+                            (
+                                "post_data_connections".into(),
+                                post_data_connections.to_string(),
+                            ),
                         ],
                     ),
                 );
                 Ok(())
             }
-            State::Tables { mut conn } => {
+            State::Tables {
+                conn: Some(mut conn),
+            } => {
                 let committed = conn.execute("COMMIT");
                 conn.close();
                 committed
             }
+            State::Tables { conn: None } => Err(Error::invalid_input(
+                "commit while a table is still being loaded",
+            )),
             State::DryRun | State::Start | State::Finished => Ok(()),
         }
     }
@@ -267,6 +302,140 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// A connection to the staging database with the restore's session settings.
+fn connect_staging(server: &ConnInfo, staging: &str) -> Result<Conn> {
+    let mut conn = Conn::connect(server, staging)?;
+    conn.execute("SELECT pg_catalog.set_config('search_path', '', false); SET check_function_bodies = false; SET client_min_messages = warning")?;
+    Ok(conn)
+}
+
+/// Runs the post-data statements: each step's statements spread over up to `jobs`
+/// connections (`main`, then `spare`, then new ones), then the statements no step names,
+/// in order on `main`. Returns how many connections the steps used at most.
+///
+/// Statements that share a table (its partition tree) go to the same connection in
+/// recorded order, so no two statements running at once lock the same table: none waits
+/// on another and none can deadlock (two foreign keys between the same tables). Each
+/// connection gets its whole list at once (pipelined simple queries, each its own
+/// transaction), so the server runs them back to back without a round trip between.
+fn run_post_data(
+    main: &mut Conn,
+    spare: &mut Vec<Conn>,
+    server: &ConnInfo,
+    staging: &str,
+    jobs: usize,
+    doc: &SchemaDoc,
+) -> Result<usize> {
+    let mut in_steps = vec![false; doc.post_data.len()];
+    let mut most = 1;
+    for step in &doc.post_data_steps {
+        let lanes = assign_lanes(step, jobs);
+        for statement in &step.statements {
+            if let Some(seen) = in_steps.get_mut(statement.index) {
+                *seen = true;
+            }
+        }
+        while spare.len() + 1 < lanes.len() {
+            spare.push(connect_staging(server, staging)?);
+        }
+        most = most.max(lanes.len());
+        let mut conns: Vec<&mut Conn> = std::iter::once(&mut *main)
+            .chain(spare.iter_mut())
+            .collect();
+        for (lane, conn) in lanes.iter().zip(conns.iter_mut()) {
+            for &index in lane {
+                conn.send_query(statement_at(doc, index)?)?;
+            }
+        }
+        let mut first_error = None;
+        for (lane, conn) in lanes.iter().zip(conns.iter_mut()) {
+            for &index in lane {
+                if let Err(e) = conn.query_result()?
+                    && first_error.is_none()
+                {
+                    let statement = statement_at(doc, index)?;
+                    first_error =
+                        Some(e.to_error(&format!("restoring `{}` failed", abbreviate(statement))));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+    }
+    for (statement, done) in doc.post_data.iter().zip(in_steps) {
+        if !done {
+            main.execute(statement)?;
+        }
+    }
+    Ok(most)
+}
+
+fn statement_at(doc: &SchemaDoc, index: usize) -> Result<&str> {
+    doc.post_data
+        .get(index)
+        .map(String::as_str)
+        .ok_or_else(|| Error::corrupt(format!("schema artifact: no post-data statement {index}")))
+}
+
+/// Splits a step's statements into at most `jobs` lanes (lists of `post_data` indexes,
+/// each in recorded order): statements linked by a shared table stay in one lane, and
+/// the heaviest groups are placed first on the lightest lane (longest processing time
+/// first), so the lanes finish at about the same time.
+fn assign_lanes(step: &PostDataStep, jobs: usize) -> Vec<Vec<usize>> {
+    // Union-find over the statements, joined through the tables they name.
+    let count = step.statements.len();
+    let mut parent: Vec<usize> = (0..count).collect();
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut owner: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, statement) in step.statements.iter().enumerate() {
+        for table in &statement.tables {
+            match owner.get(table.as_str()) {
+                Some(&j) => {
+                    let (a, b) = (find(&mut parent, i), find(&mut parent, j));
+                    parent[a] = b;
+                }
+                None => {
+                    owner.insert(table, i);
+                }
+            }
+        }
+    }
+    let mut groups: std::collections::BTreeMap<usize, (u64, Vec<usize>)> =
+        std::collections::BTreeMap::new();
+    for (i, statement) in step.statements.iter().enumerate() {
+        let group = groups.entry(find(&mut parent, i)).or_default();
+        group.0 += statement.weight;
+        group.1.push(statement.index);
+    }
+    let mut groups: Vec<(u64, Vec<usize>)> = groups.into_values().collect();
+    groups.sort_by(|a, b| b.0.cmp(&a.0));
+    let lanes_wanted = jobs.max(1).min(groups.len());
+    let mut lanes: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); lanes_wanted];
+    for (weight, indexes) in groups {
+        let lightest = lanes
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one lane");
+        // +1: weightless statements still spread over the lanes.
+        lightest.0 += weight + 1;
+        lightest.1.extend(indexes);
+    }
+    lanes
+        .into_iter()
+        .map(|(_, mut indexes)| {
+            indexes.sort_unstable();
+            indexes
+        })
+        .collect()
 }
 
 /// SQLSTATEs of a statement that names something not created yet: undefined table,
@@ -329,6 +498,42 @@ fn side_name(target: &str, what: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
+/// Checks an existing target's table before its rows are loaded (it exists; `replace`
+/// empties it, `merge` needs `overwrite` when it has rows) and starts the COPY.
+fn prepare_existing(
+    conn: &mut Conn,
+    table: &str,
+    copy: &str,
+    replace: bool,
+    overwrite: bool,
+) -> Result<()> {
+    if conn
+        .query(&format!(
+            "SELECT pg_catalog.to_regclass({})",
+            literal(table)
+        ))?
+        .first()
+        .and_then(|r| r[0].clone())
+        .is_none()
+    {
+        return Err(Error::not_found(format!(
+            "table {table} does not exist in the target database; restore the `schema` artifact with it"
+        )));
+    }
+    if replace {
+        conn.execute(&format!("TRUNCATE ONLY {table}"))?;
+    } else if !overwrite
+        && !conn
+            .query(&format!("SELECT 1 FROM {table} LIMIT 1"))?
+            .is_empty()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "table {table} has rows; pass --overwrite to add to them, or --mode replace to replace them"
+        )));
+    }
+    conn.copy_in(copy)
+}
+
 fn report(artifact: &str, metadata: Vec<(String, String)>) -> RestoreReport {
     RestoreReport {
         artifact: artifact.to_string(),
@@ -381,44 +586,52 @@ impl RestoreSession for PgRestore {
         let copy = format!("COPY {table} ({}) FROM STDIN", columns.join(", "));
         let replace = matches!(inner.options.mode, RestoreMode::Replace);
         let overwrite = inner.options.overwrite;
-        match &mut inner.state {
-            State::Whole { conn, .. } => conn.copy_in(&copy)?,
-            State::Tables { conn } => {
-                if conn
-                    .query(&format!(
-                        "SELECT pg_catalog.to_regclass({})",
-                        literal(&table)
-                    ))?
-                    .first()
-                    .and_then(|r| r[0].clone())
-                    .is_none()
-                {
-                    return Err(Error::not_found(format!(
-                        "table {table} does not exist in the target database; restore the `schema` artifact with it"
-                    )));
-                }
-                if replace {
-                    conn.execute(&format!("TRUNCATE ONLY {table}"))?;
-                } else if !overwrite
-                    && !conn
-                        .query(&format!("SELECT 1 FROM {table} LIMIT 1"))?
-                        .is_empty()
-                {
-                    return Err(Error::AlreadyExists(format!(
-                        "table {table} has rows; pass --overwrite to add to them, or --mode replace to replace them"
-                    )));
-                }
+        let server = inner.server.clone();
+        let conn = match &mut inner.state {
+            State::Whole {
+                idle,
+                staging,
+                loading,
+                most_loading,
+                ..
+            } => {
+                // Each table loading at once has its own connection.
+                let mut conn = match idle.pop() {
+                    Some(conn) => conn,
+                    None => connect_staging(&server, staging)?,
+                };
                 conn.copy_in(&copy)?;
+                *loading += 1;
+                *most_loading = (*most_loading).max(*loading);
+                Some(conn)
             }
-            State::DryRun => {}
+            State::Tables { conn: slot } => {
+                let Some(mut conn) = slot.take() else {
+                    return Err(Error::invalid_input(
+                        "tables loaded into an existing database come one at a time (one transaction)",
+                    ));
+                };
+                match prepare_existing(&mut conn, &table, &copy, replace, overwrite) {
+                    Ok(()) => Some(conn),
+                    Err(e) => {
+                        *slot = Some(conn);
+                        return Err(e);
+                    }
+                }
+            }
+            State::DryRun => None,
             State::Start | State::Finished => {
                 return Err(Error::invalid_input("write after commit or abort"));
             }
-        }
+        };
         Ok(PgWriter {
             inner: self.inner.clone(),
             artifact,
-            kind: WriterKind::Table { table, bytes: 0 },
+            kind: WriterKind::Table {
+                table,
+                bytes: 0,
+                conn,
+            },
         })
     }
 
@@ -439,6 +652,8 @@ enum WriterKind {
     Table {
         table: String,
         bytes: u64,
+        /// The connection its COPY runs on (none in a dry run).
+        conn: Option<Conn>,
     },
 }
 
@@ -452,14 +667,10 @@ impl ArtifactWriter for PgWriter {
     fn write(&mut self, chunk: &[u8]) -> Result<()> {
         match &mut self.kind {
             WriterKind::Schema(buffer) => buffer.extend_from_slice(chunk),
-            WriterKind::Table { bytes, .. } => {
+            WriterKind::Table { bytes, conn, .. } => {
                 *bytes += chunk.len() as u64;
-                let mut inner = self.inner.borrow_mut();
-                match &mut inner.state {
-                    State::Whole { conn, .. } | State::Tables { conn } => {
-                        conn.copy_in_data(chunk)?
-                    }
-                    _ => {}
+                if let Some(conn) = conn {
+                    conn.copy_in_data(chunk)?;
                 }
             }
         }
@@ -495,17 +706,27 @@ impl ArtifactWriter for PgWriter {
                 }
                 inner.start_whole(doc)
             }
-            WriterKind::Table { table, bytes } => {
+            WriterKind::Table { table, bytes, conn } => {
                 let expected: Option<u64> = self
                     .artifact
                     .metadata
                     .value("rows")
                     .and_then(|r| r.parse().ok());
-                let rows = match &mut inner.state {
-                    State::Whole { conn, .. } | State::Tables { conn } => {
-                        conn.copy_in_done(table)?
+                let rows = match conn.take() {
+                    Some(mut conn) => {
+                        let rows = conn.copy_in_done(table)?;
+                        // The connection goes back for the next table.
+                        match &mut inner.state {
+                            State::Whole { idle, loading, .. } => {
+                                *loading -= 1;
+                                idle.push(conn);
+                            }
+                            State::Tables { conn: slot } => *slot = Some(conn),
+                            _ => conn.close(),
+                        }
+                        rows
                     }
-                    _ => expected.unwrap_or(0),
+                    None => expected.unwrap_or(0),
                 };
                 if let Some(expected) = expected
                     && expected != rows

@@ -117,7 +117,7 @@ impl<T: Transform + PackageVersion> transform_world::Guest for TransformExport<T
     }
 }
 
-impl<T: Transform + PackageVersion> transform_world::exports::runner::plugin::transform::Guest
+impl<T: Transform + PackageVersion> transform_world::exports::runner::plugin0_2_0::transform::Guest
     for TransformExport<T>
 {
     type Encoder = EncoderResource<T::Encoder>;
@@ -125,24 +125,28 @@ impl<T: Transform + PackageVersion> transform_world::exports::runner::plugin::tr
 
     fn new_encoder(
         object: crate::ObjectInfo,
-    ) -> Result<transform_world::exports::runner::plugin::transform::Encoder> {
+    ) -> Result<transform_world::exports::runner::plugin0_2_0::transform::Encoder> {
         let encoder = instance::<T>()?.encoder(&object)?;
         Ok(
-            transform_world::exports::runner::plugin::transform::Encoder::new(EncoderResource {
-                state: RefCell::new((encoder, Output::default(), false)),
-            }),
+            transform_world::exports::runner::plugin0_2_0::transform::Encoder::new(
+                EncoderResource {
+                    state: RefCell::new((encoder, Output::default(), false)),
+                },
+            ),
         )
     }
 
     fn new_decoder(
         object: crate::ObjectInfo,
         params: Metadata,
-    ) -> Result<transform_world::exports::runner::plugin::transform::Decoder> {
+    ) -> Result<transform_world::exports::runner::plugin0_2_0::transform::Decoder> {
         let decoder = instance::<T>()?.decoder(&object, &params)?;
         Ok(
-            transform_world::exports::runner::plugin::transform::Decoder::new(DecoderResource {
-                state: RefCell::new((decoder, Output::default(), false)),
-            }),
+            transform_world::exports::runner::plugin0_2_0::transform::Decoder::new(
+                DecoderResource {
+                    state: RefCell::new((decoder, Output::default(), false)),
+                },
+            ),
         )
     }
 }
@@ -155,7 +159,7 @@ fn ensure_open(finished: bool) -> Result<()> {
     }
 }
 
-impl<E: Encoder> transform_world::exports::runner::plugin::transform::GuestEncoder
+impl<E: Encoder> transform_world::exports::runner::plugin0_2_0::transform::GuestEncoder
     for EncoderResource<E>
 {
     fn push(&self, input: Vec<u8>) -> Result<()> {
@@ -174,7 +178,7 @@ impl<E: Encoder> transform_world::exports::runner::plugin::transform::GuestEncod
     }
 }
 
-impl<D: Decoder> transform_world::exports::runner::plugin::transform::GuestDecoder
+impl<D: Decoder> transform_world::exports::runner::plugin0_2_0::transform::GuestDecoder
     for DecoderResource<D>
 {
     fn push(&self, input: Vec<u8>) -> Result<()> {
@@ -201,7 +205,7 @@ pub struct ArtifactReaderResource<R>(RefCell<R>);
 pub struct RestoreSessionResource<R>(RefCell<R>);
 pub struct ArtifactWriterResource<W>(RefCell<W>);
 
-use source_world::exports::runner::plugin::source as source_api;
+use source_world::exports::runner::plugin0_2_0::source as source_api;
 
 impl<S: Source + PackageVersion> source_world::Guest for SourceExport<S> {
     fn info() -> PluginInfo {
@@ -290,7 +294,7 @@ pub struct SinkExport<S>(PhantomData<S>);
 pub struct ObjectWriterResource<W>(RefCell<W>);
 pub struct ObjectReaderResource<R>(RefCell<R>);
 
-use sink_world::exports::runner::plugin::sink as sink_api;
+use sink_world::exports::runner::plugin0_2_0::sink as sink_api;
 
 impl<S: Sink + PackageVersion> sink_world::Guest for SinkExport<S> {
     fn info() -> PluginInfo {

@@ -38,12 +38,12 @@ pub use metadata::{Metadata, MetadataExt};
 pub use sink::{ListPage, ObjectReader, ObjectStat, ObjectWriter, Sink};
 pub use source::{
     Artifact, ArtifactReader, ArtifactWriter, BackupSession, RestoreMode, RestoreOptions,
-    RestoreReport, RestoreSession, Source,
+    RestoreReport, RestoreSession, SizeEstimate, Source,
 };
 pub use transform::{Decoder, Encoder, ObjectInfo, Transform};
 
 /// The version of the `runner:plugin` contract this SDK builds against.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// What every plugin is: a name, a description and a typed configuration.
 pub trait Plugin: Sized + 'static {
@@ -76,11 +76,12 @@ pub mod __private {
 
 #[doc(hidden)]
 pub mod bindings {
-    /// Host imports and shared types, generated once and reused by every world.
+    /// Host imports and shared types, generated once and reused by every world. They are
+    /// unchanged since contract 0.1, whose frozen copy defines them.
     pub mod host {
         wit_bindgen::generate!({
             world: "host-services",
-            path: "../../wit",
+            path: "../../wit/deps/runner-plugin-0.1.0",
             generate_all,
         });
     }

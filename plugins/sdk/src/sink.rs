@@ -2,7 +2,7 @@
 
 use crate::{Plugin, Result};
 
-pub use crate::bindings::sink::exports::runner::plugin::sink::{ListPage, ObjectStat};
+pub use crate::bindings::sink::exports::runner::plugin0_2_0::sink::{ListPage, ObjectStat};
 
 pub trait Sink: Plugin {
     type Writer: ObjectWriter;

@@ -2,9 +2,30 @@
 
 use crate::{Metadata, Plugin, Result};
 
-pub use crate::bindings::source::exports::runner::plugin::source::{
-    Artifact, RestoreMode, RestoreOptions, RestoreReport,
+pub use crate::bindings::source::exports::runner::plugin0_2_0::source::{
+    Artifact, RestoreMode, RestoreOptions, RestoreReport, SizeEstimate,
 };
+
+impl SizeEstimate {
+    /// Exactly `bytes` bytes: what the reader will return (a file's size).
+    pub fn bytes(bytes: u64) -> Self {
+        SizeEstimate {
+            amount: bytes,
+            unit: "bytes".into(),
+            exact: true,
+        }
+    }
+
+    /// About `amount` `unit`s ("rows", "documents"), the unit the reader reports progress
+    /// in with [`crate::log::progress`]: planner statistics, an index's document count.
+    pub fn about(amount: u64, unit: &str) -> Self {
+        SizeEstimate {
+            amount,
+            unit: unit.into(),
+            exact: false,
+        }
+    }
+}
 
 /// A source of artifacts: a database, a search cluster, a directory tree.
 pub trait Source: Plugin {

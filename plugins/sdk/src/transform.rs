@@ -2,7 +2,7 @@
 
 use crate::{Metadata, Plugin, Result};
 
-pub use crate::bindings::transform::exports::runner::plugin::transform::ObjectInfo;
+pub use crate::bindings::transform::exports::runner::plugin0_2_0::transform::ObjectInfo;
 
 /// A transform: checksum, compression, encryption, … One encoder (or decoder) is created
 /// per stored object; the host pushes input and pulls output in bounded chunks.

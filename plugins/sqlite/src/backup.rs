@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use globset::{GlobBuilder, GlobMatcher};
 use runner_sdk::files::{self, FileKind};
-use runner_sdk::{Artifact, ArtifactReader, BackupSession, Error, Metadata, Result};
+use runner_sdk::{Artifact, ArtifactReader, BackupSession, Error, Metadata, Result, SizeEstimate};
 
 use crate::{MEDIA_TYPE, SCHEMA_VERSION, Settings, database};
 
@@ -119,9 +119,13 @@ impl SqliteBackup {
             .map(|db| Artifact {
                 name: db.name.clone(),
                 media_type: MEDIA_TYPE.to_string(),
-                size_hint: files::stat(&db.root, db.relative.as_bytes())
+                // The copy is about the file's size (a WAL's pages fold into it).
+                size: files::stat(&db.root, db.relative.as_bytes())
                     .ok()
-                    .map(|m| m.size),
+                    .map(|m| SizeEstimate {
+                        exact: false,
+                        ..SizeEstimate::bytes(m.size)
+                    }),
                 schema_version: SCHEMA_VERSION,
                 metadata: vec![("path".to_string(), db.path())],
             })

@@ -193,11 +193,12 @@ pub fn crate_files(kind: StageKind, name: &str, sdk: Option<&Path>) -> Vec<(Path
     files
 }
 
-/// The version of the vendored contract, from its `package runner:plugin@…;` line.
+/// The version of the vendored contract, from the `package runner:plugin@…;` line of the
+/// current contract (`wit/*.wit`; older versions it still imports live in `wit/deps/`).
 fn contract_version() -> String {
     SDK_FILES
         .iter()
-        .filter(|(path, _)| path.starts_with("wit/"))
+        .filter(|(path, _)| Path::new(path).parent() == Some(Path::new("wit")))
         .filter_map(|(_, bytes)| std::str::from_utf8(bytes).ok())
         .flat_map(str::lines)
         .find_map(|line| {

@@ -18,9 +18,11 @@ use crate::engine::bindings::PluginErrorKind;
 use crate::engine::{Engine, EngineOptions, PluginError};
 use crate::pipeline::chain::{ChainSpec, Worker};
 use crate::pipeline::restore::RestoreRequest;
+use crate::pipeline::selection::Selection;
 use crate::pipeline::verify::VerifyRequest;
 use crate::pipeline::{CHUNK, Context, RunError, backup, restore, verify};
 use crate::plugins::Builtins;
+use crate::repository::lock::LockKind;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -321,12 +323,28 @@ fn read_tree(root: &Path) -> std::io::Result<BTreeMap<PathBuf, Vec<u8>>> {
     Ok(files)
 }
 
+/// One backup tagged `plugins-test`, under the repository's append lock like `runner run`.
+async fn back_up(ctx: &Context) -> Result<backup::BackupSummary, RunError> {
+    let mut repository = ctx.open_repository(true).await?;
+    let lock = ctx.lock(&repository, LockKind::Append, "run").await?;
+    let summary = backup::run(
+        ctx,
+        &mut repository,
+        &lock,
+        vec!["plugins-test".into()],
+        None,
+    )
+    .await;
+    lock.release().await;
+    summary
+}
+
 /// Sample files backed up through the pipeline, verified, restored and compared byte for byte.
 async fn round_trip(ctx: &Context, scratch: &Path, report: &mut Report) -> Result<(), TestError> {
     let data = scratch.join("data");
     write_sample_data(&data)
         .map_err(|e| TestError::Check(format!("cannot write sample data: {e}")))?;
-    let summary = backup::run(ctx, vec!["plugins-test".into()]).await?;
+    let summary = back_up(ctx).await?;
     let m = &summary.manifest;
     report.ok(format!(
         "backup: {} artifact(s), {} object(s), {} bytes in, {} stored",
@@ -369,7 +387,7 @@ async fn check_verify(ctx: &Context, report: &mut Report) -> Result<(), TestErro
     let checks = verify::run(
         ctx,
         VerifyRequest {
-            snapshot: None,
+            selection: Selection::latest(),
             all: true,
             read_data: true,
         },
@@ -392,10 +410,10 @@ async fn check_verify(ctx: &Context, report: &mut Report) -> Result<(), TestErro
 
 fn restore_request(target: Option<PathBuf>) -> RestoreRequest {
     RestoreRequest {
-        snapshot: None,
+        selection: Selection::latest(),
         only: Vec::new(),
         target,
-        mode: crate::engine::bindings::source::exports::runner::plugin::source::RestoreMode::Merge,
+        mode: crate::engine::contract::RestoreMode::Merge,
         dry_run: false,
         overwrite: false,
         in_place: false,
@@ -403,7 +421,7 @@ fn restore_request(target: Option<PathBuf>) -> RestoreRequest {
 }
 
 async fn test_source(ctx: &Context, scratch: &Path, report: &mut Report) -> Result<(), TestError> {
-    let summary = backup::run(ctx, vec!["plugins-test".into()]).await?;
+    let summary = back_up(ctx).await?;
     let m = &summary.manifest;
     report.ok(format!(
         "backup: {} artifact(s), {} bytes ({})",

@@ -87,7 +87,7 @@ impl BackupSession for Export {
         let artifact = |e: &String| Artifact {
             name: format!("{e}.json"),
             media_type: "application/json".into(),
-            size_hint: None,
+            size: None,
             schema_version: 1,
             metadata: vec![("endpoint".into(), e.clone())],
         };
