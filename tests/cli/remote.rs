@@ -449,3 +449,47 @@ fn gdrive_authenticates_as_a_service_account_with_a_signed_jwt() {
     run_ok(&setup, &["verify", "pipeline.toml"]);
     restore_and_compare(&setup);
 }
+
+#[test]
+fn gdrive_folder_by_id_reaches_a_folder_shared_with_the_account() {
+    let drive = DriveFake::start();
+    let shared = drive.add_shared_folder("Team backups");
+    let sink = |folder: &str| {
+        drive_sink(&drive.base_url(), "retries = 2").replace(
+            "folder = \"/Backups/runner\"",
+            &format!("folder_id = \"{folder}\"\nfolder = \"hosts/db1\""),
+        )
+    };
+    let setup = Setup::with_sink(CHAIN, &sink(&shared));
+    write_data(&setup.data(), 3 << 20, 11);
+    run_ok(&setup, &["validate", "--check-remote", "pipeline.toml"]);
+    run_ok(&setup, &["run", "pipeline.toml"]);
+    run_ok(&setup, &["run", "pipeline.toml"]);
+    assert_eq!(snapshot_count(&setup), 2);
+    // Everything is inside the shared folder (under `folder`), nothing in My Drive.
+    assert_eq!(drive.files_in_folder(&shared), [("hosts/".to_string(), 0)]);
+    assert!(drive.files_in("").is_empty(), "{:?}", drive.files_in(""));
+    run_ok(&setup, &["verify", "pipeline.toml", "--read-data"]);
+    restore_and_compare(&setup);
+
+    // A folder id the account cannot see, and a file's id: clear errors, nothing stored.
+    for (id, expected) in [
+        (
+            "1SnoSuchFolder0000000000000000000",
+            "no such folder, or this account cannot see it",
+        ),
+        ("bad id!", "`folder_id` is a Drive folder id"),
+    ] {
+        setup.write_sink(&sink(id));
+        for args in [
+            &["validate", "--check-remote", "pipeline.toml"][..],
+            &["run", "pipeline.toml"],
+        ] {
+            let output = command(&setup, args, "").output().unwrap();
+            assert!(!output.status.success(), "{args:?} with folder_id {id}");
+            let err = stderr(&output);
+            assert!(err.contains(expected), "{args:?}:\n{err}");
+        }
+    }
+    assert!(drive.files_in("").is_empty());
+}

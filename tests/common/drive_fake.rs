@@ -132,8 +132,34 @@ impl DriveFake {
         let Some(dir) = st.resolve_path(folder_path, true) else {
             return Vec::new();
         };
+        drop(st);
+        self.files_in_folder(&dir)
+    }
+    /// A folder another account owns and shared with this one: reachable by its id, not
+    /// from this account's My Drive (its parent is not visible). Returns the id.
+    pub fn add_shared_folder(&self, name: &str) -> String {
+        let mut st = self.lock();
+        let id = format!("1S{}", random_chars(31));
+        let now = st.now();
+        let folder = Entry {
+            id: id.clone(),
+            name: name.into(),
+            mime: FOLDER_MIME.into(),
+            parents: vec![],
+            data: Bytes::new(),
+            md5: String::new(),
+            created: now.clone(),
+            modified: now,
+            trashed: false,
+        };
+        st.files.insert(id.clone(), folder);
+        id
+    }
+    /// Untrashed children of the folder with this id, as [`files_in`](Self::files_in).
+    pub fn files_in_folder(&self, folder_id: &str) -> Vec<(String, u64)> {
+        let st = self.lock();
         let mut out: Vec<(String, u64)> = st
-            .children(&dir)
+            .children(folder_id)
             .map(|f| match f.is_folder() {
                 true => (format!("{}/", f.name), 0),
                 false => (f.name.clone(), f.data.len() as u64),

@@ -21,7 +21,11 @@ const GOOGLE_HOSTS: &[&str] = &["www.googleapis.com", "oauth2.googleapis.com"];
 #[serde(deny_unknown_fields)]
 pub(super) struct GdriveOptions {
     /// Folder path from the root of My Drive ("/Backups/runner"); created when missing.
-    folder: String,
+    /// With `folder_id`, a path inside that folder.
+    folder: Option<String>,
+    /// A folder by its id (from its URL: …/folders/ID), e.g. one shared with a service
+    /// account, which lives outside the account's My Drive.
+    folder_id: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
@@ -35,8 +39,32 @@ pub(super) struct GdriveOptions {
 }
 
 pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
-    let folder = o.folder.trim_matches('/');
-    let mut b = opendal::services::Gdrive::default().root(&format!("/{folder}"));
+    let folder = o.folder.as_deref().unwrap_or("").trim_matches('/');
+    let folder_by_id = match &o.folder_id {
+        Some(id) => Some(FolderById::new(id)?),
+        None if folder.is_empty() => {
+            return Err(OptionError::new(
+                "",
+                "the gdrive sink needs `folder` (a path from the root of My Drive, such as \"/Backups/runner\") or `folder_id` (the id in the folder's URL)",
+            ));
+        }
+        None => None,
+    };
+    let (root, description) = match &folder_by_id {
+        Some(by_id) if folder.is_empty() => (
+            format!("/{}", by_id.marker),
+            format!("Google Drive folder id {}", by_id.id),
+        ),
+        Some(by_id) => (
+            format!("/{}/{folder}", by_id.marker),
+            format!("Google Drive folder id {}, /{folder}", by_id.id),
+        ),
+        None => (
+            format!("/{folder}"),
+            format!("Google Drive folder /{folder}"),
+        ),
+    };
+    let mut b = opendal::services::Gdrive::default().root(&root);
     let mut service_account = None;
     match (&o.refresh_token, &o.access_token, &o.service_account_key) {
         (Some(refresh), None, None) => {
@@ -94,7 +122,10 @@ pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
         &policy,
         endpoint,
         drive_rate_limited,
-        service_account,
+        http::GoogleRequests {
+            service_account,
+            folder_by_id,
+        },
         reachability.clone(),
     )
     .map_err(|e| OptionError::new("", format!("cannot open Google Drive storage: {e}")))?;
@@ -109,8 +140,138 @@ pub(super) fn open(o: GdriveOptions) -> Result<Storage, OptionError> {
             if_absent_by_stat: true,
             reachability: Some(reachability),
         },
-        format!("Google Drive folder /{folder}"),
+        description,
     ))
+}
+
+/// `folder_id`. OpenDAL's Drive service walks paths by name from My Drive's root, which a
+/// folder shared with the account is not under. So the path OpenDAL is given starts with
+/// a marker name, and the one request that looks the marker up in the root — a files.list
+/// by name — is answered with a files.get of the folder's id: OpenDAL then addresses
+/// everything inside by that id, and the folder is checked (exists, visible, a folder, not
+/// in the trash) on first use.
+pub struct FolderById {
+    pub id: String,
+    /// The path component standing for the folder.
+    marker: String,
+}
+
+impl FolderById {
+    fn new(id: &str) -> Result<Self, OptionError> {
+        let id = id.trim();
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(OptionError::new(
+                "folder_id",
+                "`folder_id` is a Drive folder id: letters, digits, `-` and `_`, the part of the folder's URL after /folders/",
+            ));
+        }
+        Ok(FolderById {
+            id: id.to_string(),
+            marker: format!("runner-folder-id-{id}"),
+        })
+    }
+
+    /// The files.get request standing in for `req` when `req` looks the marker up.
+    pub fn lookup(
+        &self,
+        req: &::http::Request<opendal::Buffer>,
+    ) -> Option<::http::Request<opendal::Buffer>> {
+        if req.method() != ::http::Method::GET || !req.uri().path().ends_with("/drive/v3/files") {
+            return None;
+        }
+        let query = req.uri().query()?;
+        let q = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "q")?
+            .1;
+        if !(q.contains(&format!("name = '{}'", self.marker)) && q.contains("'root' in parents")) {
+            return None;
+        }
+        let uri = format!(
+            "{}://{}/drive/v3/files/{}?fields=id,name,mimeType,trashed",
+            req.uri().scheme_str().unwrap_or("https"),
+            req.uri().authority()?,
+            self.id
+        );
+        let mut get = ::http::Request::new(opendal::Buffer::new());
+        *get.uri_mut() = uri.parse().ok()?;
+        *get.headers_mut() = req.headers().clone();
+        Some(get)
+    }
+
+    /// The files.list answer OpenDAL expects, made from the files.get `response`.
+    pub async fn answer(
+        &self,
+        response: ::http::Response<opendal::HttpBody>,
+    ) -> opendal::Result<::http::Response<opendal::HttpBody>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct File {
+            mime_type: String,
+            #[serde(default)]
+            trashed: bool,
+        }
+        let (parts, mut body) = response.into_parts();
+        let bytes = opendal::raw::oio::ReadStream::read_all(&mut body)
+            .await?
+            .to_bytes();
+        let error = |kind, message: String| Err(opendal::Error::new(kind, message));
+        match parts.status {
+            ::http::StatusCode::OK => {}
+            ::http::StatusCode::NOT_FOUND => {
+                return error(
+                    opendal::ErrorKind::NotFound,
+                    format!(
+                        "folder_id {}: no such folder, or this account cannot see it (share the folder with the account)",
+                        self.id
+                    ),
+                );
+            }
+            // Anything else (401, 403, 5xx) is OpenDAL's to read and retry.
+            _ => {
+                let size = bytes.len() as u64;
+                let stream = futures::stream::once(futures::future::ready(Ok(bytes.into())));
+                return Ok(::http::Response::from_parts(
+                    parts,
+                    opendal::HttpBody::new(stream, Some(size)),
+                ));
+            }
+        }
+        let file: File = serde_json::from_slice(&bytes).map_err(|e| {
+            opendal::Error::new(opendal::ErrorKind::Unexpected, "files.get answer").set_source(e)
+        })?;
+        if file.mime_type != "application/vnd.google-apps.folder" {
+            return error(
+                opendal::ErrorKind::ConfigInvalid,
+                format!(
+                    "folder_id {} is a file ({}), not a folder",
+                    self.id, file.mime_type
+                ),
+            );
+        }
+        if file.trashed {
+            return error(
+                opendal::ErrorKind::NotFound,
+                format!("folder_id {}: the folder is in the trash", self.id),
+            );
+        }
+        let list = serde_json::json!({"files": [{
+            "id": self.id,
+            "name": self.marker,
+            "mimeType": file.mime_type,
+        }]})
+        .to_string();
+        let size = list.len() as u64;
+        let stream = futures::stream::once(futures::future::ready(Ok(opendal::Buffer::from(list))));
+        Ok(::http::Response::builder()
+            .status(::http::StatusCode::OK)
+            .header(::http::header::CONTENT_TYPE, "application/json")
+            .body(opendal::HttpBody::new(stream, Some(size)))
+            .expect("a valid response"))
+    }
 }
 
 /// Drive says "slow down" with 429, or 403 with reason rateLimitExceeded/userRateLimitExceeded

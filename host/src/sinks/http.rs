@@ -9,6 +9,7 @@ use opendal::raw::oio::ReadStream;
 use opendal::{Buffer, HttpBody, HttpTransport, HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 
+use super::gdrive::FolderById;
 use super::google_auth::ServiceAccount;
 use crate::capabilities::storage::Reachability;
 
@@ -74,11 +75,19 @@ pub struct EndpointOverride {
 /// (Drive's 403 rateLimitExceeded) are not classified as temporary by OpenDAL.
 pub type RateLimitCheck = fn(http::StatusCode, &[u8]) -> bool;
 
+/// What only Google Drive's requests need from the transport.
+#[derive(Default)]
+pub struct GoogleRequests {
+    /// Authenticates API requests (not token requests) as a Google service account.
+    pub service_account: Option<Arc<ServiceAccount>>,
+    /// Resolves the `folder_id` folder where OpenDAL looks it up by name.
+    pub folder_by_id: Option<FolderById>,
+}
+
 struct Transport {
     inner: ReqwestTransport,
     endpoint: Option<EndpointOverride>,
-    /// Authenticates API requests (not token requests) as a Google service account.
-    service_account: Option<Arc<ServiceAccount>>,
+    google: GoogleRequests,
     policy: RetryPolicy,
     rate_limited: RateLimitCheck,
     service: &'static str,
@@ -92,7 +101,7 @@ pub fn operator(
     policy: &RetryPolicy,
     endpoint: Option<EndpointOverride>,
     rate_limited: RateLimitCheck,
-    service_account: Option<Arc<ServiceAccount>>,
+    google: GoogleRequests,
     reachability: Arc<Reachability>,
 ) -> opendal::Result<Operator> {
     let client = client(policy).map_err(|e| {
@@ -105,7 +114,7 @@ pub fn operator(
     let transport = HttpTransporter::new(Transport {
         inner: ReqwestTransport::new(client),
         endpoint,
-        service_account,
+        google,
         policy: policy.clone(),
         rate_limited,
         service,
@@ -217,7 +226,7 @@ impl HttpTransport for Transport {
         &self,
         mut req: http::Request<Buffer>,
     ) -> opendal::Result<http::Response<HttpBody>> {
-        if let Some(account) = &self.service_account
+        if let Some(account) = &self.google.service_account
             && !account.is_token_request(req.uri())
         {
             let token = account
@@ -232,6 +241,18 @@ impl HttpTransport for Transport {
                     .set_source(e)
             })?;
             req.headers_mut().insert(http::header::AUTHORIZATION, value);
+        }
+        if let Some(folder) = &self.google.folder_by_id
+            && let Some(mut get) = folder.lookup(&req)
+        {
+            self.rewrite(&mut get)?;
+            let response = self.inner.fetch(get).await;
+            self.reachability.record(
+                response
+                    .as_ref()
+                    .map_or_else(|e| !is_connection_failure(e), |_| true),
+            );
+            return folder.answer(response?).await;
         }
         self.rewrite(&mut req)?;
         let mut attempt = 0;

@@ -135,7 +135,7 @@ pub(super) fn open(o: S3Options) -> Result<Storage, OptionError> {
         &policy,
         None,
         s3_slow_down,
-        None,
+        http::GoogleRequests::default(),
         reachability.clone(),
     )
     .map_err(|e| OptionError::new("", format!("cannot open S3 storage: {e}")))?;
