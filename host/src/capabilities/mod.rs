@@ -1,6 +1,7 @@
 //! What a plugin instance may reach: WASI (deny by default) and the host services, one
 //! module per capability, all held in the store's [`HostState`].
 
+pub mod digest;
 pub mod files;
 pub mod keys;
 pub mod log;

@@ -18,6 +18,24 @@ pub mod services {
     });
 }
 
+/// The host services new in contract 0.2.
+pub mod services_0_2 {
+    wasmtime::component::bindgen!({
+        world: "host-services",
+        path: "../wit",
+        imports: { default: async | trappable },
+        with: {
+            "runner:plugin/digest.sha256": crate::capabilities::digest::Sha256Hasher,
+            "runner:plugin/types@0.1.0": super::services::runner::plugin::types,
+            "runner:plugin/log@0.1.0": super::services::runner::plugin::log,
+            "runner:plugin/keys@0.1.0": super::services::runner::plugin::keys,
+            "runner:plugin/storage@0.1.0": super::services::runner::plugin::storage,
+            "runner:plugin/files@0.1.0": super::services::runner::plugin::files,
+            "runner:plugin/sqlite@0.1.0": super::services::runner::plugin::sqlite,
+        },
+    });
+}
+
 pub use services::runner::plugin::types::{
     ConfigError, Error as PluginErrorKind, PluginInfo, RemoteError,
 };
@@ -29,6 +47,7 @@ pub mod source {
         path: "../wit",
         exports: { default: async },
         with: {
+            "runner:plugin/digest@0.2.0": super::services_0_2::runner::plugin0_2_0::digest,
             "runner:plugin/types@0.1.0": super::services::runner::plugin::types,
             "runner:plugin/log@0.1.0": super::services::runner::plugin::log,
             "runner:plugin/files@0.1.0": super::services::runner::plugin::files,
@@ -43,6 +62,7 @@ pub mod transform {
         path: "../wit",
         exports: { default: async },
         with: {
+            "runner:plugin/digest@0.2.0": super::services_0_2::runner::plugin0_2_0::digest,
             "runner:plugin/types@0.1.0": super::services::runner::plugin::types,
             "runner:plugin/log@0.1.0": super::services::runner::plugin::log,
             "runner:plugin/keys@0.1.0": super::services::runner::plugin::keys,
@@ -56,6 +76,7 @@ pub mod sink {
         path: "../wit",
         exports: { default: async },
         with: {
+            "runner:plugin/digest@0.2.0": super::services_0_2::runner::plugin0_2_0::digest,
             "runner:plugin/types@0.1.0": super::services::runner::plugin::types,
             "runner:plugin/log@0.1.0": super::services::runner::plugin::log,
             "runner:plugin/storage@0.1.0": super::services::runner::plugin::storage,

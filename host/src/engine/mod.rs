@@ -98,6 +98,10 @@ impl Engine {
         services::storage::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         services::files::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         services::sqlite::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::services_0_2::runner::plugin0_2_0::digest::add_to_linker::<
+            HostState,
+            HasSelf<HostState>,
+        >(&mut linker, |s| s)?;
 
         let cache = options
             .cache_dir

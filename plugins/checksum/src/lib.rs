@@ -1,10 +1,10 @@
 //! The `checksum` transform: passes bytes through and records their sha256 and length;
-//! the decoder fails when either differs.
+//! the decoder fails when either differs. The host computes the sha256 (`digest` service).
 
+use runner_sdk::digest::Sha256;
 use runner_sdk::{
     Decoder, Encoder, Error, Metadata, MetadataExt, NoConfig, ObjectInfo, Plugin, Result, Transform,
 };
-use sha2::{Digest, Sha256};
 
 struct Checksum;
 
@@ -32,7 +32,7 @@ impl Hashing {
     }
 
     fn digest(&mut self) -> String {
-        hex(&std::mem::take(&mut self.hasher).finalize())
+        hex(&self.hasher.finalize())
     }
 }
 

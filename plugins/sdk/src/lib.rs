@@ -21,6 +21,7 @@
 //! The WIT contract (`runner:plugin`) and wit-bindgen stay behind this API: plugins see
 //! Rust types, `Result`s and traits with defaults, never generated bindings.
 
+pub mod digest;
 mod error;
 mod export;
 pub mod files;
