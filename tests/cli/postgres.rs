@@ -800,38 +800,35 @@ fn postgres_jobs_one_reads_and_loads_on_one_connection() {
             .map(|t| pipeline.artifact_metadata(t, "backend_pid").unwrap())
             .collect();
     assert_eq!(processes.len(), 1, "{processes:?}");
-    let target = Db::reserve("jobs1_dst");
-    let restored = pipeline.restore(&["--target", &target.name]);
-    assert!(restored.status.success(), "{}", stderr(&restored));
-    let report = stdout(&restored);
-    assert!(report.contains("tables_loaded_at_once=1"), "{report}");
-    assert!(report.contains("post_data_connections=1"), "{report}");
-    assert_eq!(transfers_balance(&target), "t");
+    // Restores into a new database, loading `jobs` tables at once.
+    let restore_with = |name: &str, jobs: usize| {
+        let target = Db::reserve(name);
+        let restored = pipeline.restore(&["--target", &target.name]);
+        assert!(restored.status.success(), "{}", stderr(&restored));
+        let report = stdout(&restored);
+        assert!(
+            report.contains(&format!("tables_loaded_at_once={jobs}")),
+            "{report}"
+        );
+        assert!(
+            report.contains(&format!("post_data_connections={jobs}")),
+            "{report}"
+        );
+        assert_eq!(transfers_balance(&target), "t");
+    };
+    let set_jobs = |from: &str, to: &str| {
+        let file = pipeline.path().join("pipeline.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, text.replace(from, to)).unwrap();
+    };
+    restore_with("jobs1_dst", 1);
 
     // A restore takes the pipeline's `jobs` now, not the one recorded at backup.
-    std::fs::write(
-        pipeline.path().join("pipeline.toml"),
-        std::fs::read_to_string(pipeline.path().join("pipeline.toml"))
-            .unwrap()
-            .replace("jobs = 1", "jobs = 2"),
-    )
-    .unwrap();
-    let again = Db::reserve("jobs2_dst");
-    let restored = pipeline.restore(&["--target", &again.name]);
-    assert!(restored.status.success(), "{}", stderr(&restored));
-    let report = stdout(&restored);
-    assert!(report.contains("tables_loaded_at_once=2"), "{report}");
-    assert!(report.contains("post_data_connections=2"), "{report}");
-    assert_eq!(transfers_balance(&again), "t");
+    set_jobs("jobs = 1", "jobs = 2");
+    restore_with("jobs2_dst", 2);
 
     // Nonsense is refused before anything runs.
-    std::fs::write(
-        pipeline.path().join("pipeline.toml"),
-        std::fs::read_to_string(pipeline.path().join("pipeline.toml"))
-            .unwrap()
-            .replace("jobs = 2", "jobs = 0"),
-    )
-    .unwrap();
+    set_jobs("jobs = 2", "jobs = 0");
     let refused = pipeline.run(&["run", "pipeline.toml"]);
     assert!(!refused.status.success());
     assert!(

@@ -141,18 +141,8 @@ impl DriveFake {
         let mut st = self.lock();
         let id = format!("1S{}", random_chars(31));
         let now = st.now();
-        let folder = Entry {
-            id: id.clone(),
-            name: name.into(),
-            mime: FOLDER_MIME.into(),
-            parents: vec![],
-            data: Bytes::new(),
-            md5: String::new(),
-            created: now.clone(),
-            modified: now,
-            trashed: false,
-        };
-        st.files.insert(id.clone(), folder);
+        st.files
+            .insert(id.clone(), Entry::parentless_folder(&id, name, now));
         id
     }
     /// Untrashed children of the folder with this id, as [`files_in`](Self::files_in).
@@ -228,6 +218,21 @@ struct Entry {
 }
 
 impl Entry {
+    /// A folder with no visible parent: My Drive's root, or one shared from another account.
+    fn parentless_folder(id: &str, name: &str, now: String) -> Entry {
+        Entry {
+            id: id.into(),
+            name: name.into(),
+            mime: FOLDER_MIME.into(),
+            parents: vec![],
+            data: Bytes::new(),
+            md5: String::new(),
+            created: now.clone(),
+            modified: now,
+            trashed: false,
+        }
+    }
+
     fn is_folder(&self) -> bool {
         self.mime == FOLDER_MIME
     }
@@ -259,17 +264,7 @@ impl State {
             service_accounts: HashMap::new(),
         };
         let now = st.now();
-        let root = Entry {
-            id: root_id.clone(),
-            name: "My Drive".into(),
-            mime: FOLDER_MIME.into(),
-            parents: vec![],
-            data: Bytes::new(),
-            md5: String::new(),
-            created: now.clone(),
-            modified: now,
-            trashed: false,
-        };
+        let root = Entry::parentless_folder(&root_id, "My Drive", now);
         st.files.insert(root_id, root);
         st
     }
