@@ -217,8 +217,9 @@ fn runs_on_the_schedule_catch_up_once_and_coalesce_missed_times() {
     // Restarted after the last scheduled time ran: nothing to catch up.
     let daemon = Daemon::start(&setup, "2026-11-25T09:00:00Z", |_| {});
     std::thread::sleep(Duration::from_millis(1500));
+    let (_, log) = daemon.stop();
+    assert!(!log.contains("starting a"), "{log}");
     assert_eq!(setup.snapshots().len(), 3);
-    daemon.stop();
     // Restarted after a missed 02:00: one catch-up run.
     let daemon = Daemon::start(&setup, "2026-11-27T09:00:00Z", |_| {});
     eventually("the catch-up run after downtime", &daemon, || {
@@ -243,9 +244,10 @@ fn runs_on_the_schedule_catch_up_once_and_coalesce_missed_times() {
     .unwrap();
     let daemon = Daemon::start(&setup, "2026-11-29T09:00:00Z", |_| {});
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(setup.snapshots().len(), 4);
-    let (code, _) = daemon.stop();
+    let (code, log) = daemon.stop();
     assert_eq!(code, Some(0));
+    assert!(!log.contains("starting a"), "{log}");
+    assert_eq!(setup.snapshots().len(), 4);
 
     // `runner status` shows the next scheduled run.
     let status = setup.ok(&["--json", "status", "pipeline.toml"]);
