@@ -211,7 +211,7 @@ struct Slot {
 
 /// What finished in the scheduler's work set.
 enum Done {
-    Job(usize, JobReport),
+    Job(usize, Box<JobReport>),
     Read(usize, Result<Option<PipelineState>, RunError>),
     Notified,
 }
@@ -336,7 +336,10 @@ impl<'a> Scheduler<'a> {
         tracing::info!(pipeline = %ctx.pipeline.name, "starting a {why} run");
         self.views()[i].running = true;
         self.work.push(Box::pin(async move {
-            Done::Job(i, job::run(ctx, Vec::new(), Some(time), interrupt).await)
+            Done::Job(
+                i,
+                Box::new(job::run(ctx, Vec::new(), Some(time), interrupt).await),
+            )
         }));
     }
 
