@@ -35,12 +35,22 @@ impl Daemon {
     /// Starts `runner daemon pipeline.toml` at the test clock's `time`; `prepare` may add
     /// arguments and environment.
     fn start(setup: &Setup, time: &str, prepare: impl FnOnce(&mut Command)) -> Daemon {
+        Self::start_on(setup, "pipeline.toml", time, prepare)
+    }
+
+    /// `runner daemon PIPELINES` (a file or a directory).
+    fn start_on(
+        setup: &Setup,
+        pipelines: &str,
+        time: &str,
+        prepare: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let clock = setup.dir.path().join("clock");
         set_clock(&clock, time);
         let mut cmd = setup.command(
             &[
                 "daemon",
-                "pipeline.toml",
+                pipelines,
                 "--listen",
                 "127.0.0.1:0",
                 "--token",
@@ -435,6 +445,55 @@ fn sigterm_aborts_a_run_cleanly_or_lets_it_finish_within_the_grace() {
     no_lock_left();
     let verified = setup.ok(&["verify", "pipeline.toml", "--all", "--read-data"]);
     assert!(!verified.contains("FAILED"), "{verified}");
+}
+
+#[test]
+fn a_directory_of_pipelines_runs_each_on_its_own_schedule() {
+    let setup =
+        setup_with("[pipeline]\nname = \"hourly\"\nschedule = \"@hourly\"\nmissed = \"skip\"");
+    let text = std::fs::read_to_string(setup.pipeline()).unwrap();
+    let nightly = text
+        .replace("name = \"hourly\"", "name = \"nightly\"")
+        .replace("@hourly", "0 3 * * *")
+        .replace("path = \"repo\"", "path = \"repo-nightly\"");
+    std::fs::write(setup.dir.path().join("nightly.toml"), &nightly).unwrap();
+    let daemon = Daemon::start_on(&setup, ".", "2026-11-22T02:30:00Z", |_| {});
+    let runs = |name: &str| daemon.log().matches(&format!("pipeline={name}")).count();
+    // 03:00 is due for nightly only; 03:00 is also the top of an hour for hourly.
+    daemon.set_clock("2026-11-22T03:00:10Z");
+    eventually("both 03:00 runs", &daemon, || {
+        let (_, text) = daemon.get("/metrics");
+        text.contains("runner_snapshots{pipeline=\"hourly\"} 1")
+            && text.contains("runner_snapshots{pipeline=\"nightly\"} 1")
+    });
+    // 04:00: hourly only.
+    daemon.set_clock("2026-11-22T04:00:10Z");
+    eventually("the 04:00 run", &daemon, || {
+        let (_, text) = daemon.get("/metrics");
+        text.contains("runner_snapshots{pipeline=\"hourly\"} 2")
+    });
+    let (_, text) = daemon.get("/metrics");
+    assert!(
+        text.contains("runner_snapshots{pipeline=\"nightly\"} 1"),
+        "{text}"
+    );
+    assert!(runs("hourly") > 0 && runs("nightly") > 0);
+    let (code, log) = daemon.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // Two files with one name are refused before anything runs.
+    std::fs::write(
+        setup.dir.path().join("nightly.toml"),
+        nightly.replace("name = \"nightly\"", "name = \"hourly\""),
+    )
+    .unwrap();
+    let output = setup.runner(&["daemon", ".", "--no-listen"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        crate::stderr(&output).contains("are both named \"hourly\""),
+        "{}",
+        crate::stderr(&output)
+    );
 }
 
 #[test]

@@ -129,8 +129,11 @@ fn init_logging(verbose: u8, json: bool, quiet: bool) {
         _ => "debug,runner=trace",
     };
     let filter = EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only for a person at a terminal: journald, cron mail and log files get
+    // plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(progress::LogWriter);
     if json {
         builder.json().init();

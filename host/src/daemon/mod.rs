@@ -119,10 +119,10 @@ pub async fn run(
         work: FuturesUnordered::new(),
     };
 
-    // Every repository is read before anything else, so missed runs are known and
-    // `/health` answers from its first request.
-    for (i, ctx) in contexts.iter().enumerate() {
-        let state = PipelineState::load(ctx).await;
+    // Every repository is read (side by side) before anything else, so missed runs are
+    // known and `/health` answers from its first request.
+    let states = futures::future::join_all(contexts.iter().map(PipelineState::load)).await;
+    for (i, state) in states.into_iter().enumerate() {
         scheduler.finish_read(i, state);
     }
     let (requests, mut incoming) = mpsc::channel(16);
