@@ -579,19 +579,7 @@ fn postgres_backup_is_consistent_while_writers_run() {
     );
     // TPC-B-like transactions until killed: each moves the same delta through accounts,
     // tellers, branches and history, so any consistent state balances.
-    let mut writers = Command::new("pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-c",
-            "2",
-            "-t",
-            "1000000",
-            "-n",
-            &source.name,
-        ])
+    let mut writers = pgbench_writers(&["-t", "1000000", "-n", &source.name])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -687,19 +675,7 @@ fn postgres_parallel_backup_reads_every_table_in_one_snapshot() {
          UPDATE savings SET balance = balance + :x WHERE id = :b;\n\
          INSERT INTO transfers (from_id, to_id, amount, pad) VALUES (:a, :b, :x, 'p');\nCOMMIT;\n",
     );
-    let mut writers = Command::new("pgbench")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-c",
-            "2",
-            "-t",
-            "10000000",
-            "-n",
-            "-f",
-        ])
+    let mut writers = pgbench_writers(&["-t", "10000000", "-n", "-f"])
         .arg(&script)
         .arg(&source.name)
         .stdout(std::process::Stdio::null())
@@ -1023,4 +999,13 @@ fn postgres_privileges_restore_owners_and_grants() {
         before.contains(&format!("OWNER TO {owner}")) && before.contains(&format!("TO {reader}"))
     );
     assert_eq!(before, dump(&target));
+}
+
+/// `pgbench` with two client connections to the local server, then `args`.
+fn pgbench_writers(args: &[&str]) -> Command {
+    let mut command = Command::new("pgbench");
+    command
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-c", "2"])
+        .args(args);
+    command
 }
