@@ -416,7 +416,8 @@ fn sigterm_aborts_a_run_cleanly_or_lets_it_finish_within_the_grace() {
     let (daemon, _gate, signalled) = paused_run_then_sigterm("go-1", "0");
     let (code, _, log) = daemon.running.finish();
     assert_eq!(code, Some(0), "{log}");
-    assert!(signalled.elapsed() < Duration::from_secs(10), "{log}");
+    // Generous bounds: CI machines are loaded; what matters is "soon", not "after the run".
+    assert!(signalled.elapsed() < Duration::from_secs(30), "{log}");
     assert!(log.contains("aborting 1 run(s)"), "{log}");
     assert!(setup.snapshots().is_empty());
     no_lock_left();
@@ -429,7 +430,7 @@ fn sigterm_aborts_a_run_cleanly_or_lets_it_finish_within_the_grace() {
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("they may finish within 2s"), "{log}");
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(12),
+        took >= Duration::from_secs(2) && took < Duration::from_secs(32),
         "{took:?}\n{log}"
     );
     assert!(setup.snapshots().is_empty());
