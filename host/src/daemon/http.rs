@@ -176,14 +176,15 @@ impl Endpoint {
         let sha256 = crate::plugins::sha256;
         if given.is_none_or(|given| sha256(given.as_bytes()) != sha256(token.expose().as_bytes())) {
             tracing::warn!("POST /run/{pipeline} refused: missing or wrong bearer token");
-            return Response::builder()
-                .status(StatusCode::UNAUTHORIZED)
-                .header(header::WWW_AUTHENTICATE, "Bearer realm=\"runner\"")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(
-                    serde_json::json!({"error": "a valid `Authorization: Bearer TOKEN` header is required"}).to_string(),
-                )))
-                .expect("a valid response");
+            let mut answer = json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "a valid `Authorization: Bearer TOKEN` header is required"}),
+            );
+            answer.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"runner\""),
+            );
+            return answer;
         }
         let (reply, answer) = oneshot::channel();
         let forwarded = self

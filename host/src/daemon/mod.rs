@@ -146,8 +146,8 @@ pub async fn run(
     scheduler.start();
 
     loop {
-        scheduler.tick();
-        let wait = scheduler.clock.poll_interval(scheduler.until_next_run());
+        let now = scheduler.tick();
+        let wait = scheduler.clock.poll_interval(scheduler.until_next_run(now));
         let event = tokio::select! {
             biased;
             _ = shutdown.fired() => break,
@@ -260,13 +260,15 @@ impl<'a> Scheduler<'a> {
                 schedule.describe(),
                 next.map_or("never".into(), |t| t.to_string())
             );
-            if schedule.missed == MissedRuns::RunOnce && !readable {
+            if schedule.missed == MissedRuns::Skip {
+                continue;
+            }
+            if !readable {
                 tracing::warn!(
                     pipeline = %ctx.pipeline.name,
                     "cannot tell whether a scheduled run was missed (the repository could not be read): waiting for the next time"
                 );
-            } else if schedule.missed == MissedRuns::RunOnce && schedule.missed_since(last_run, now)
-            {
+            } else if schedule.missed_since(last_run, now) {
                 let why = match last_run {
                     Some(last) => {
                         format!("catch-up (a scheduled time passed since the last run at {last})")
@@ -278,8 +280,9 @@ impl<'a> Scheduler<'a> {
         }
     }
 
-    /// Starts what is due at the clock's time; notices pipelines turning stale.
-    fn tick(&mut self) {
+    /// Starts what is due at the clock's time; notices pipelines turning stale. Returns
+    /// the time it went by.
+    fn tick(&mut self) -> Timestamp {
         let now = self.clock.now();
         for i in 0..self.contexts.len() {
             let ctx = &self.contexts[i];
@@ -299,7 +302,7 @@ impl<'a> Scheduler<'a> {
                     }
                     // Times that passed meanwhile (a long run, a suspended machine) are
                     // coalesced into the run just started.
-                    self.views()[i].next_run = schedule.next_after(now.max(due));
+                    self.views()[i].next_run = schedule.next_after(now);
                 }
             }
             let slot = &self.slots[i];
@@ -312,11 +315,11 @@ impl<'a> Scheduler<'a> {
             }
             self.check_stale(i, now);
         }
+        now
     }
 
-    /// Time until the earliest next run.
-    fn until_next_run(&self) -> Option<Duration> {
-        let now = self.clock.now();
+    /// Time from `now` until the earliest next run.
+    fn until_next_run(&self, now: Timestamp) -> Option<Duration> {
         self.views()
             .iter()
             .filter_map(|v| v.next_run)

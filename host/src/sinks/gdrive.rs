@@ -215,9 +215,7 @@ impl FolderById {
             trashed: bool,
         }
         let (parts, mut body) = response.into_parts();
-        let bytes = opendal::raw::oio::ReadStream::read_all(&mut body)
-            .await?
-            .to_bytes();
+        let body = opendal::raw::oio::ReadStream::read_all(&mut body).await?;
         let error = |kind, message: String| Err(opendal::Error::new(kind, message));
         match parts.status {
             ::http::StatusCode::OK => {}
@@ -232,15 +230,13 @@ impl FolderById {
             }
             // Anything else (401, 403, 5xx) is OpenDAL's to read and retry.
             _ => {
-                let size = bytes.len() as u64;
-                let stream = futures::stream::once(futures::future::ready(Ok(bytes.into())));
                 return Ok(::http::Response::from_parts(
                     parts,
-                    opendal::HttpBody::new(stream, Some(size)),
+                    http::buffered_body(body),
                 ));
             }
         }
-        let file: File = serde_json::from_slice(&bytes).map_err(|e| {
+        let file: File = serde_json::from_slice(&body.to_bytes()).map_err(|e| {
             opendal::Error::new(opendal::ErrorKind::Unexpected, "files.get answer").set_source(e)
         })?;
         if file.mime_type != "application/vnd.google-apps.folder" {
@@ -264,12 +260,10 @@ impl FolderById {
             "mimeType": file.mime_type,
         }]})
         .to_string();
-        let size = list.len() as u64;
-        let stream = futures::stream::once(futures::future::ready(Ok(opendal::Buffer::from(list))));
         Ok(::http::Response::builder()
             .status(::http::StatusCode::OK)
             .header(::http::header::CONTENT_TYPE, "application/json")
-            .body(opendal::HttpBody::new(stream, Some(size)))
+            .body(http::buffered_body(opendal::Buffer::from(list)))
             .expect("a valid response"))
     }
 }

@@ -186,6 +186,15 @@ impl Transport {
     }
 }
 
+/// A body already read whole, handed on as a response body.
+pub fn buffered_body(bytes: Buffer) -> HttpBody {
+    let size = bytes.len() as u64;
+    HttpBody::new(
+        futures::stream::once(futures::future::ready(Ok(bytes))),
+        Some(size),
+    )
+}
+
 /// A request that never got a response: refused, unresolvable, reset while connecting,
 /// or timed out.
 fn is_connection_failure(error: &opendal::Error) -> bool {
@@ -288,12 +297,7 @@ impl HttpTransport for Transport {
                 tokio::time::sleep(delay).await;
                 continue;
             }
-            let size = bytes.len() as u64;
-            let stream = futures::stream::once(futures::future::ready(Ok(bytes)));
-            return Ok(http::Response::from_parts(
-                parts,
-                HttpBody::new(stream, Some(size)),
-            ));
+            return Ok(http::Response::from_parts(parts, buffered_body(bytes)));
         }
     }
 }
