@@ -11,20 +11,34 @@ use crate::plugins::Builtins;
 
 /// Loads and validates the pipeline file; config errors exit with the config status.
 pub fn context(path: &Path) -> Result<Context, CliError> {
-    let pipeline = Pipeline::load(path, &Builtins).map_err(|errors| {
+    let engine = Engine::new(EngineOptions::from_env())?;
+    Ok(Context::new(engine, load(path)?))
+}
+
+/// The contexts of the pipeline files named (directories expanded to their `*.toml`,
+/// sorted; default ./pipelines), sharing one engine and its compiled plugins.
+pub fn contexts(given: &[PathBuf]) -> Result<Vec<Context>, CliError> {
+    let files = pipeline_files(given)?;
+    let engine = Engine::new(EngineOptions::from_env())?;
+    files
+        .iter()
+        .map(|file| Ok(Context::new(engine.clone(), load(file)?)))
+        .collect()
+}
+
+fn load(path: &Path) -> Result<Pipeline, CliError> {
+    Pipeline::load(path, &Builtins).map_err(|errors| {
         let text = errors
             .iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
             .join("\n\n");
         CliError::config(anyhow::anyhow!("{text}"))
-    })?;
-    let engine = Engine::new(EngineOptions::from_env())?;
-    Ok(Context::new(engine, pipeline))
+    })
 }
 
 /// The pipeline files named, directories expanded to their `*.toml` (sorted).
-pub fn pipeline_files(given: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+fn pipeline_files(given: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
     let given = if given.is_empty() {
         vec![PathBuf::from("pipelines")]
     } else {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::common::{context, parse_duration, pipeline_files};
+use crate::cli::common::{contexts, parse_duration};
 use crate::cli::{CliError, Globals};
 use crate::config::SecretValueRef;
 use crate::daemon::{self, Clock, Options};
@@ -37,22 +37,19 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, _globals: Globals) -> Result<(), CliError> {
-    let files = pipeline_files(&args.pipelines)?;
-    let mut contexts = Vec::with_capacity(files.len());
-    for file in &files {
-        let ctx = context(file)?;
-        if let Some(other) = contexts
+    let contexts = contexts(&args.pipelines)?;
+    for (i, ctx) in contexts.iter().enumerate() {
+        if let Some(other) = contexts[..i]
             .iter()
-            .find(|c: &&crate::pipeline::Context| c.pipeline.name == ctx.pipeline.name)
+            .find(|c| c.pipeline.name == ctx.pipeline.name)
         {
             return Err(CliError::config(anyhow::anyhow!(
                 "{} and {} are both named \"{}\"; pipeline names must be unique (set [pipeline] name)",
                 other.pipeline.path.display(),
-                file.display(),
+                ctx.pipeline.path.display(),
                 ctx.pipeline.name
             )));
         }
-        contexts.push(ctx);
     }
     let listen = (!args.no_listen).then_some(args.listen);
     if listen.is_none() && contexts.iter().all(|c| c.pipeline.schedule.is_none()) {

@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use crate::cli::common::{context, human_bytes, local_time, pipeline_files};
+use crate::cli::common::{contexts, human_bytes, local_time};
 use crate::cli::{CliError, Globals};
 use crate::monitor::PipelineState;
 use crate::monitor::state::human_duration;
@@ -17,11 +17,10 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
-    let files = pipeline_files(&args.pipelines)?;
+    let contexts = contexts(&args.pipelines)?;
     let now = jiff::Timestamp::now();
     let mut rows = Vec::new();
-    for file in &files {
-        let ctx = context(file)?;
+    for ctx in &contexts {
         // No repository yet reads as nothing stored, no run recorded.
         let state = PipelineState::load(&ctx)
             .await
@@ -38,7 +37,7 @@ pub async fn run(args: Args, globals: Globals) -> Result<(), CliError> {
             .and_then(|schedule| schedule.next_after(now));
         rows.push(Row {
             name: ctx.pipeline.name.clone(),
-            file: file.clone(),
+            file: ctx.pipeline.path.clone(),
             schedule: ctx.pipeline.schedule.as_ref().map(|s| s.describe()),
             next_run,
             state,
