@@ -5,6 +5,7 @@ pub mod digest;
 pub mod files;
 pub mod keys;
 pub mod log;
+mod mounts;
 pub mod network;
 pub mod sqlite;
 pub mod storage;

@@ -192,12 +192,17 @@ impl Worker {
                 order: &order,
                 outputs: &outputs,
                 tallies: &mut tallies,
+                ceilings: None,
+            };
+            let failed = |e: FlowError| match e {
+                FlowError::Stage(_, e) | FlowError::Sink(e) => at(e),
+                FlowError::Receiver | FlowError::Overflow(_) => ChainError::Receiver,
             };
             while let Some(chunk) = chunks.recv().await {
                 flow.tallies[0].add(&chunk);
                 flow.push_through(0, chunk, &mut store)
                     .await
-                    .map_err(|(_, e)| e.map(at).unwrap_or(ChainError::Receiver))?;
+                    .map_err(failed)?;
             }
             // End of input: finish each stage in order; its rest flows into the stages after it.
             for k in 0..n {
@@ -207,9 +212,7 @@ impl Worker {
                         .await
                         .map_err(at)?,
                 );
-                flow.drain_from(k, &mut store)
-                    .await
-                    .map_err(|(_, e)| e.map(at).unwrap_or(ChainError::Receiver))?;
+                flow.drain_from(k, &mut store).await.map_err(failed)?;
             }
             Ok::<_, ChainError>(())
         }
@@ -344,37 +347,44 @@ impl Worker {
             ..
         } = self;
         let mut deliver = Output::Channel(out);
+        // No stage may give more than the manifest recorded for it: a damaged object stops
+        // at once instead of filling memory (restores decode objects ahead) or the target.
+        let ceilings: Vec<u64> = record.stages.iter().map(|s| s.bytes).collect();
         let mut flow = Flow {
             transforms: &mut *transforms,
             codecs: &codecs,
             order: &order,
             outputs: &outputs,
             tallies: &mut tallies,
+            ceilings: Some(&ceilings),
         };
-        let decoded: Result<(), ChainError> = async {
+        let decoded: Result<(), FlowError> = async {
             loop {
-                let Some(chunk) = sink.read(&download, PULL_MAX).await.map_err(at)? else {
+                let Some(chunk) = sink
+                    .read(&download, PULL_MAX)
+                    .await
+                    .map_err(FlowError::Sink)?
+                else {
                     break;
                 };
                 flow.tallies[n].add(&chunk);
-                flow.push_through(0, chunk, &mut deliver)
-                    .await
-                    .map_err(|e| rejected(labels, artifact, key, e))?;
+                if flow.tallies[n].bytes > ceilings[n] {
+                    return Err(FlowError::Overflow(n));
+                }
+                flow.push_through(0, chunk, &mut deliver).await?;
             }
             for k in 0..n {
                 let i = order[k];
                 flow.transforms[i]
                     .finish_decoder(&codecs[i])
                     .await
-                    .map_err(|e| rejected(labels, artifact, key, (Some(i), Some(e))))?;
-                flow.drain_from(k, &mut deliver)
-                    .await
-                    .map_err(|e| rejected(labels, artifact, key, e))?;
+                    .map_err(|e| FlowError::Stage(i, e))?;
+                flow.drain_from(k, &mut deliver).await?;
             }
             Ok(())
         }
         .await;
-        if let Err(error) = decoded {
+        if let Err(stop) = decoded {
             // A damaged object is reported as such, not as the fault of the decoder that noticed.
             while let Ok(Some(chunk)) = sink.read(&download, PULL_MAX).await {
                 tallies[n].add(&chunk);
@@ -383,7 +393,12 @@ impl Worker {
             if tallies[n].bytes != stored.bytes || tallies[n].digest() != stored.blake3 {
                 return Err(mismatch(labels, artifact, key, n, n, stored, &tallies[n]));
             }
-            return Err(error);
+            return Err(match stop {
+                FlowError::Overflow(i) => {
+                    mismatch(labels, artifact, key, i, n, &record.stages[i], &tallies[i])
+                }
+                stop => rejected(labels, artifact, key, stop),
+            });
         }
         self.sink.close_download(download).await.map_err(at)?;
         for (t, codec) in self.transforms.iter_mut().zip(codecs) {
@@ -437,27 +452,23 @@ fn mismatch(
     }
 }
 
-/// A decoder refused its input (or the restore target stopped reading): name the stage.
-fn rejected(
-    labels: &[String],
-    artifact: &str,
-    key: &str,
-    (stage, error): (Option<usize>, Option<PluginError>),
-) -> ChainError {
-    match (stage, error) {
-        (Some(i), Some(PluginError::Plugin { call, error, .. })) => ChainError::Rejected {
+/// A decoder refused its input, the sink failed, or the restore target stopped reading:
+/// name the stage.
+fn rejected(labels: &[String], artifact: &str, key: &str, stop: FlowError) -> ChainError {
+    match stop {
+        FlowError::Stage(i, PluginError::Plugin { call, error, .. }) => ChainError::Rejected {
             artifact: artifact.into(),
             object: key.into(),
             stage: i + 1,
             label: labels[i + 1].clone(),
             reason: format!("{call}: {}", crate::engine::bindings::describe(&error)),
         },
-        (_, Some(source)) => ChainError::Plugin {
+        FlowError::Stage(_, source) | FlowError::Sink(source) => ChainError::Plugin {
             artifact: artifact.into(),
             object: key.into(),
             source,
         },
-        (_, None) => ChainError::Receiver,
+        FlowError::Receiver | FlowError::Overflow(_) => ChainError::Receiver,
     }
 }
 
@@ -471,6 +482,8 @@ struct Flow<'a> {
     /// For each position in `order`, the tally its output counts into.
     outputs: &'a [usize],
     tallies: &'a mut [Tally],
+    /// Most bytes each tally may reach (decoding: what the manifest recorded).
+    ceilings: Option<&'a [u64]>,
 }
 
 /// Where the last stage's output goes.
@@ -483,17 +496,27 @@ enum Output<'a> {
 }
 
 impl Output<'_> {
-    /// `Err(None)`: the receiving side went away.
-    async fn emit(&mut self, piece: Vec<u8>) -> Result<(), Option<PluginError>> {
+    async fn emit(&mut self, piece: Vec<u8>) -> Result<(), FlowError> {
         match self {
-            Output::Sink { sink, upload } => sink.write(upload, piece).await.map_err(Some),
-            Output::Channel(sender) => sender.send(piece).await.map_err(|_| None),
+            Output::Sink { sink, upload } => {
+                sink.write(upload, piece).await.map_err(FlowError::Sink)
+            }
+            Output::Channel(sender) => sender.send(piece).await.map_err(|_| FlowError::Receiver),
         }
     }
 }
 
-/// Which stage failed (index into transforms) and why; `None` error: the receiver left.
-type FlowError = (Option<usize>, Option<PluginError>);
+/// Why pieces stopped flowing.
+enum FlowError {
+    /// The transform at this index into the transforms failed.
+    Stage(usize, PluginError),
+    /// The sink failed.
+    Sink(PluginError),
+    /// The receiving side went away.
+    Receiver,
+    /// This tally passed its ceiling.
+    Overflow(usize),
+}
 
 impl Flow<'_> {
     /// Pushes `piece` into the stage at position `k` and carries everything it yields to the end.
@@ -505,13 +528,13 @@ impl Flow<'_> {
     ) -> Result<(), FlowError> {
         // No stages at all: the piece goes straight out.
         if k == self.order.len() {
-            return output.emit(piece).await.map_err(|e| (None, e));
+            return output.emit(piece).await;
         }
         let i = self.order[k];
         self.transforms[i]
             .push(&self.codecs[i], piece)
             .await
-            .map_err(|e| (Some(i), Some(e)))?;
+            .map_err(|e| FlowError::Stage(i, e))?;
         self.drain_from(k, output).await
     }
 
@@ -523,21 +546,28 @@ impl Flow<'_> {
             match self.transforms[i]
                 .pull(&self.codecs[i], PULL_MAX)
                 .await
-                .map_err(|e| (Some(i), Some(e)))?
+                .map_err(|e| FlowError::Stage(i, e))?
             {
                 None => {
                     stack.pop();
                 }
                 Some(out) => {
-                    self.tallies[self.outputs[k]].add(&out);
+                    let tally = self.outputs[k];
+                    self.tallies[tally].add(&out);
+                    if self
+                        .ceilings
+                        .is_some_and(|c| self.tallies[tally].bytes > c[tally])
+                    {
+                        return Err(FlowError::Overflow(tally));
+                    }
                     if k + 1 == self.order.len() {
-                        output.emit(out).await.map_err(|e| (None, e))?;
+                        output.emit(out).await?;
                     } else {
                         let next = self.order[k + 1];
                         self.transforms[next]
                             .push(&self.codecs[next], out)
                             .await
-                            .map_err(|e| (Some(next), Some(e)))?;
+                            .map_err(|e| FlowError::Stage(next, e))?;
                         stack.push(k + 1);
                     }
                 }

@@ -22,7 +22,7 @@ use crate::pipeline::events::{Event, Events};
 use crate::pipeline::selection::Selection;
 use crate::pipeline::stages::{self, Purpose};
 use crate::pipeline::workers::{self, Job, Pool};
-use crate::pipeline::{Context, RunError};
+use crate::pipeline::{CHUNK, Context, OBJECT_SIZE, RunError};
 use crate::repository::Repository;
 use crate::repository::lock::LockKind;
 
@@ -496,6 +496,15 @@ async fn decode_objects(
     // One object per worker plus one queued: enough to keep every core busy, never more
     // (a deeper window could block a worker on output nobody reads yet).
     let window = workers::default_size() + 1;
+    // Alone on the pool, an object decodes whole while the ones before it are written (a
+    // stage never gives more than the manifest recorded, so at most `window` objects wait
+    // in memory); 4 chunks only kept one core decoding. Shared, each artifact keeps a
+    // short queue: several are open at once.
+    let depth = if shared {
+        4
+    } else {
+        4 * OBJECT_SIZE / CHUNK as usize
+    };
     let mut in_flight: VecDeque<(
         mpsc::Receiver<Vec<u8>>,
         oneshot::Receiver<Result<(), ChainError>>,
@@ -509,7 +518,7 @@ async fn decode_objects(
                 Some(held) => held,
                 None => {
                     let Some(record) = objects.next() else { break };
-                    let (out, received) = mpsc::channel(4);
+                    let (out, received) = mpsc::channel(depth);
                     let (done, result) = oneshot::channel();
                     let job = Job::Decode {
                         artifact: artifact.name.clone(),
