@@ -420,6 +420,56 @@ fn damaged_repositories_are_detected_and_named() {
     );
 }
 
+/// A stage that gives more than the manifest recorded for it is stopped there: a damaged
+/// object (a decompression bomb) cannot fill memory or the target before the digests are
+/// compared at its end.
+#[test]
+fn a_stage_giving_more_than_recorded_is_stopped_at_the_recorded_size() {
+    let setup = Setup::new("");
+    // No key, so the manifest is plain JSON and the test can lower a recorded size.
+    std::fs::write(
+        setup.pipeline(),
+        format!("[source]\ntype = \"files\"\npaths = [\"data\"]\n\n[[transform]]\ntype = \"zstd\"\n\n{LOCAL_SINK}"),
+    )
+    .unwrap();
+    std::fs::write(setup.data().join("zeros"), vec![0u8; 8 << 20]).unwrap();
+    setup.ok(&["run", "pipeline.toml"]);
+    let manifest = setup.repo().join(
+        setup
+            .repo_files()
+            .into_iter()
+            .find(|p| p.starts_with("snapshots"))
+            .unwrap(),
+    );
+    let mut edited: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let recorded = &mut edited["artifacts"][0]["objects"][0]["stages"][0]["bytes"];
+    assert!(recorded.as_u64().unwrap() > 8 << 20, "{recorded}");
+    *recorded = (1u64 << 20).into();
+    std::fs::write(&manifest, serde_json::to_vec(&edited).unwrap()).unwrap();
+
+    let restore = setup.runner(&["restore", "pipeline.toml", "--target", "target"]);
+    let text = stderr(&restore);
+    assert!(!restore.status.success(), "{text}");
+    assert!(
+        text.contains("stage 0 (source) mismatch: expected 1048576 bytes"),
+        "{text}"
+    );
+    // Decoder output comes in pieces of at most 1 MiB: the first piece past the recorded
+    // size ends the decode.
+    let got: u64 = text
+        .split(", got ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in:\n{text}"));
+    assert!(
+        got > 1 << 20 && got <= 2 << 20,
+        "the decode went on to {got} bytes:\n{text}"
+    );
+    assert!(is_empty_dir(&setup.dir.path().join("target")));
+}
+
 #[test]
 fn killed_runs_leave_no_snapshot_and_earlier_ones_intact() {
     let setup = Setup::new(CHAIN);

@@ -91,7 +91,14 @@ impl Gate {
     pub fn wait_paused(&self, running: &Running) -> u32 {
         let paused = PathBuf::from(format!("{}.paused", self.go.display()));
         let started = Instant::now();
-        while !paused.exists() {
+        loop {
+            // The file exists a moment before its pid is written in it.
+            if let Some(pid) = std::fs::read_to_string(&paused)
+                .ok()
+                .and_then(|text| text.parse().ok())
+            {
+                return pid;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(120),
                 "the command never paused: {:?}",
@@ -99,7 +106,6 @@ impl Gate {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::fs::read_to_string(paused).unwrap().parse().unwrap()
     }
 
     pub fn open(&self) {

@@ -440,6 +440,52 @@ pub struct FileWriter {
     file: Option<Arc<std::fs::File>>,
     shown: String,
     calls: Calls,
+    /// Bytes written, and how many of them were handed to writeback already.
+    written: u64,
+    flushed: u64,
+}
+
+/// Written bytes handed to the kernel's writeback at a time.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Has the kernel start writing `len` bytes of `file` at `offset` (0: to the end) out to
+/// the disk, on a background thread, without waiting for it.
+///
+/// Durability still comes from one `sync` of the root before a restore commits (an fsync
+/// per file dominated restores of many small files). Starting writeback as files are
+/// written lets the disk work while the restore goes on, so that sync finds little left:
+/// it waited 1.3-2.5 s at the end of a 1.2 GiB restore without, 0.5 s with. The calls
+/// themselves submit I/O, which on the restore's one writer thread slowed many small
+/// files down by as much, hence the thread. A hint: when the thread lags, hints are
+/// dropped, and errors are ignored.
+fn start_writeback(file: Arc<std::fs::File>, offset: u64, len: u64) {
+    use std::sync::mpsc::{SyncSender, sync_channel};
+    static HINTS: OnceLock<Option<SyncSender<(Arc<std::fs::File>, u64, u64)>>> = OnceLock::new();
+    let hints = HINTS.get_or_init(|| {
+        let (sender, hints) = sync_channel::<(Arc<std::fs::File>, u64, u64)>(1024);
+        std::thread::Builder::new()
+            .name("runner-writeback".into())
+            .spawn(move || {
+                use std::os::fd::AsRawFd;
+                for (file, offset, len) in hints {
+                    // SAFETY: sync_file_range reads nothing but its integer arguments;
+                    // `file` keeps the descriptor open for the duration of the call.
+                    unsafe {
+                        libc::sync_file_range(
+                            file.as_raw_fd(),
+                            offset as libc::off64_t,
+                            len as libc::off64_t,
+                            libc::SYNC_FILE_RANGE_WRITE,
+                        );
+                    }
+                }
+            })
+            .ok()
+            .map(|_| sender)
+    });
+    if let Some(hints) = hints {
+        let _ = hints.try_send((file, offset, len));
+    }
 }
 
 impl Host for HostState {
@@ -604,6 +650,8 @@ impl Host for HostState {
             .map_err(|e| io_error(e.into(), &at.shown))?;
             Ok(FileWriter {
                 calls: at.calls,
+                written: 0,
+                flushed: 0,
                 file: Some(Arc::new(std::fs::File::from(fd))),
                 shown: at.shown,
             })
@@ -840,16 +888,28 @@ impl HostFileWriter for HostState {
         writer: Resource<FileWriter>,
         chunk: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let state = self.table.get(&writer)?;
+        let state = self.table.get_mut(&writer)?;
         let Some(file) = state.file.clone() else {
             return Ok(Err(Error::InvalidInput(format!(
                 "{}: write after close",
                 state.shown
             ))));
         };
-        let (shown, calls) = (state.shown.clone(), state.calls);
+        let (shown, calls, from) = (state.shown.clone(), state.calls, state.flushed);
+        state.written += chunk.len() as u64;
+        let to = state.written;
+        let flush = to - from >= WRITEBACK_STEP;
+        if flush {
+            state.flushed = to;
+        }
         Ok(blocking(calls, move || {
-            (&*file).write_all(&chunk).map_err(|e| io_error(e, &shown))
+            (&*file)
+                .write_all(&chunk)
+                .map_err(|e| io_error(e, &shown))?;
+            if flush {
+                start_writeback(file, from, to - from);
+            }
+            Ok(())
         })
         .await)
     }
@@ -862,9 +922,7 @@ impl HostFileWriter for HostState {
                 state.shown
             ))));
         };
-        // Durability comes from one `sync` of the root before a restore commits, not
-        // from an fsync per file (which dominated restores of many small files).
-        drop(file);
+        start_writeback(file, state.flushed, 0);
         Ok(Ok(()))
     }
 

@@ -59,7 +59,10 @@ impl From<crate::engine::PluginError> for CliError {
 
 /// Prints the error (a JSON object with `--json`) and returns the exit code.
 pub fn report(error: &CliError, globals: super::Globals) -> std::process::ExitCode {
-    let chain: Vec<String> = error.error.chain().map(|cause| cause.to_string()).collect();
+    let mut chain: Vec<String> = error.error.chain().map(|cause| cause.to_string()).collect();
+    // An error whose message already ends with its cause's (`snapshot …: {source}`) would
+    // print that cause twice.
+    chain.dedup_by(|cause, shown| shown.ends_with(cause.as_str()));
     if globals.json {
         let event = serde_json::json!({
             "event": "error",
