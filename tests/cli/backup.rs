@@ -84,6 +84,14 @@ impl Setup {
         serde_json::from_str(&self.ok(&["snapshots", "pipeline.toml", "--json"])).unwrap()
     }
 
+    /// The first snapshot manifest in the repository, relative to it.
+    pub fn manifest(&self) -> PathBuf {
+        self.repo_files()
+            .into_iter()
+            .find(|p| p.starts_with("snapshots"))
+            .expect("a snapshot manifest")
+    }
+
     /// Files under the repository, relative.
     pub fn repo_files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
@@ -354,11 +362,7 @@ fn damaged_repositories_are_detected_and_named() {
         .into_iter()
         .filter(|p| p.starts_with("data"))
         .collect();
-    let manifest = setup
-        .repo_files()
-        .into_iter()
-        .find(|p| p.starts_with("snapshots"))
-        .unwrap();
+    let manifest = setup.manifest();
     let object = objects[0].clone();
 
     assert_damage_detected(
@@ -405,12 +409,7 @@ fn damaged_repositories_are_detected_and_named() {
     let other = Setup::new(CHAIN);
     tree::generate(&other.data(), 0, 1);
     other.ok(&["run", "pipeline.toml"]);
-    let foreign = other
-        .repo_files()
-        .into_iter()
-        .find(|p| p.starts_with("snapshots"))
-        .unwrap();
-    let foreign_bytes = std::fs::read(other.repo().join(&foreign)).unwrap();
+    let foreign_bytes = std::fs::read(other.repo().join(other.manifest())).unwrap();
     assert_damage_detected(
         &setup,
         |repo| {
@@ -434,13 +433,7 @@ fn a_stage_giving_more_than_recorded_is_stopped_at_the_recorded_size() {
     .unwrap();
     std::fs::write(setup.data().join("zeros"), vec![0u8; 8 << 20]).unwrap();
     setup.ok(&["run", "pipeline.toml"]);
-    let manifest = setup.repo().join(
-        setup
-            .repo_files()
-            .into_iter()
-            .find(|p| p.starts_with("snapshots"))
-            .unwrap(),
-    );
+    let manifest = setup.repo().join(setup.manifest());
     let mut edited: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     let recorded = &mut edited["artifacts"][0]["objects"][0]["stages"][0]["bytes"];

@@ -7,52 +7,18 @@ use std::path::{Path, PathBuf};
 /// Filesystems served by this machine's kernel from a local device or memory: a call on
 /// them returns in microseconds unless the disk itself fails. Everything else (NFS, SMB,
 /// Ceph, 9p, FUSE, autofs, types this list does not know) may wait on a network.
+#[rustfmt::skip]
 const LOCAL: &[&str] = &[
     // disks
-    "ext2",
-    "ext3",
-    "ext4",
-    "xfs",
-    "btrfs",
-    "f2fs",
-    "zfs",
-    "bcachefs",
-    "jfs",
-    "reiserfs",
-    "nilfs2",
-    "vfat",
-    "msdos",
-    "exfat",
-    "ntfs",
-    "ntfs3",
-    "hfsplus",
-    "udf",
-    "iso9660",
-    "squashfs",
-    "erofs",
-    "overlay", // memory
-    "tmpfs",
-    "ramfs",
-    "devtmpfs", // kernel interfaces that may sit below a root such as `/`
-    "proc",
-    "sysfs",
-    "cgroup",
-    "cgroup2",
-    "devpts",
-    "mqueue",
-    "debugfs",
-    "tracefs",
-    "securityfs",
-    "pstore",
-    "bpf",
-    "hugetlbfs",
-    "configfs",
-    "efivarfs",
-    "binfmt_misc",
-    "fusectl",
-    "nsfs",
-    "selinuxfs",
-    "rpc_pipefs",
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "bcachefs", "jfs", "reiserfs",
+    "nilfs2", "vfat", "msdos", "exfat", "ntfs", "ntfs3", "hfsplus", "udf", "iso9660",
+    "squashfs", "erofs", "overlay",
+    // memory
+    "tmpfs", "ramfs", "devtmpfs",
+    // kernel interfaces that may sit below a root such as `/`
+    "proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "debugfs", "tracefs",
+    "securityfs", "pstore", "bpf", "hugetlbfs", "configfs", "efivarfs", "binfmt_misc",
+    "fusectl", "nsfs", "selinuxfs", "rpc_pipefs",
 ];
 
 /// One line of mountinfo: where a filesystem is mounted and its type.

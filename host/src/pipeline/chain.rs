@@ -199,7 +199,7 @@ impl Worker {
                 FlowError::Receiver | FlowError::Overflow(_) => ChainError::Receiver,
             };
             while let Some(chunk) = chunks.recv().await {
-                flow.tallies[0].add(&chunk);
+                flow.count(0, &chunk).map_err(failed)?;
                 flow.push_through(0, chunk, &mut store)
                     .await
                     .map_err(failed)?;
@@ -367,10 +367,7 @@ impl Worker {
                 else {
                     break;
                 };
-                flow.tallies[n].add(&chunk);
-                if flow.tallies[n].bytes > ceilings[n] {
-                    return Err(FlowError::Overflow(n));
-                }
+                flow.count(n, &chunk)?;
                 flow.push_through(0, chunk, &mut deliver).await?;
             }
             for k in 0..n {
@@ -519,6 +516,15 @@ enum FlowError {
 }
 
 impl Flow<'_> {
+    /// Adds `data` to tally `i`; past its ceiling, the flow stops.
+    fn count(&mut self, i: usize, data: &[u8]) -> Result<(), FlowError> {
+        self.tallies[i].add(data);
+        match self.ceilings {
+            Some(ceilings) if self.tallies[i].bytes > ceilings[i] => Err(FlowError::Overflow(i)),
+            _ => Ok(()),
+        }
+    }
+
     /// Pushes `piece` into the stage at position `k` and carries everything it yields to the end.
     async fn push_through(
         &mut self,
@@ -552,14 +558,7 @@ impl Flow<'_> {
                     stack.pop();
                 }
                 Some(out) => {
-                    let tally = self.outputs[k];
-                    self.tallies[tally].add(&out);
-                    if self
-                        .ceilings
-                        .is_some_and(|c| self.tallies[tally].bytes > c[tally])
-                    {
-                        return Err(FlowError::Overflow(tally));
-                    }
+                    self.count(self.outputs[k], &out)?;
                     if k + 1 == self.order.len() {
                         output.emit(out).await?;
                     } else {

@@ -71,7 +71,12 @@ pub async fn pause(name: &str) {
     }
     let mut paused = file.clone().into_os_string();
     paused.push(".paused");
-    let _ = std::fs::write(&paused, std::process::id().to_string());
+    // Written aside and renamed: a test that sees the file can read the pid in it.
+    let mut writing = paused.clone();
+    writing.push(".tmp");
+    if std::fs::write(&writing, std::process::id().to_string()).is_ok() {
+        let _ = std::fs::rename(&writing, &paused);
+    }
     let started = std::time::Instant::now();
     while !file.exists() && started.elapsed() < PAUSE_LIMIT {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -498,8 +498,9 @@ async fn decode_objects(
     let window = workers::default_size() + 1;
     // Alone on the pool, an object decodes whole while the ones before it are written (a
     // stage never gives more than the manifest recorded, so at most `window` objects wait
-    // in memory); 4 chunks only kept one core decoding. Shared, each artifact keeps a
-    // short queue: several are open at once.
+    // in memory); 4 chunks only kept one core decoding. The queue counts pieces, which
+    // decoders may make smaller than CHUNK: room for a whole object of quarter-size pieces.
+    // Shared, each artifact keeps a short queue: several are open at once.
     let depth = if shared {
         4
     } else {
