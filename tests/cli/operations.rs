@@ -177,6 +177,42 @@ fn json_output_is_one_event_per_line_without_secrets() {
 }
 
 #[test]
+fn the_files_source_lists_the_bytes_it_will_read() {
+    let setup = Setup::new(CHAIN);
+    let data = setup.data();
+    std::fs::create_dir_all(data.join("sub/deeper")).unwrap();
+    std::fs::create_dir(data.join("cache")).unwrap();
+    std::fs::write(data.join("a.bin"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(data.join("sub/deeper/b.txt"), "hello").unwrap();
+    std::fs::hard_link(data.join("a.bin"), data.join("sub/a-again.bin")).unwrap();
+    std::os::unix::fs::symlink("../a.bin", data.join("sub/link")).unwrap();
+    // Excluded: not read, so not counted.
+    std::fs::write(data.join("cache/big.tmp"), vec![1u8; 500_000]).unwrap();
+    let text = std::fs::read_to_string(setup.pipeline()).unwrap();
+    let text = text.replace(
+        "paths = [\"data\"]",
+        "paths = [\"data\"]\nexclude = [\"data/cache/**\"]",
+    );
+    std::fs::write(setup.pipeline(), text).unwrap();
+
+    let output = setup.runner(&["--json", "run", "pipeline.toml"]);
+    let lines = json_lines(&crate::succeeded(&output, &["run"]));
+    let hint = events(&lines, "listed")[0]["bytes_hint"]
+        .as_u64()
+        .expect("the files source estimates its bytes");
+    let read = events(&lines, "artifact_done")[0]["bytes"]
+        .as_u64()
+        .unwrap();
+    // The content once (a hard link is a header), plus headers: the estimate is off by
+    // at most the name lengths it guesses (a hard link's first path).
+    assert!(
+        (300_000..310_000).contains(&read),
+        "read {read}: content twice or the excluded file"
+    );
+    assert!(hint.abs_diff(read) <= 64, "estimated {hint}, read {read}");
+}
+
+#[test]
 fn failure_kinds_exit_with_their_documented_codes() {
     // Config: an unknown key, with file:line.
     let setup = Setup::new(CHAIN);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use runner_sdk::files::{self, DirEntry, FileKind, FileMeta, FileReader};
-use runner_sdk::{ArtifactReader, Error, Metadata, Result};
+use runner_sdk::{ArtifactReader, Error, Metadata, Result, SizeEstimate};
 
 use crate::Settings;
 use crate::format::{self, Entry, Kind, Totals};
@@ -54,6 +54,87 @@ pub fn root_artifacts(roots: Vec<String>) -> Result<Vec<RootArtifact>> {
         artifacts.push(RootArtifact { name, root });
     }
     Ok(artifacts)
+}
+
+/// Most entries the size estimate looks at: past that, the tree is too large to count
+/// before the backup starts (counting walks the metadata a second time) and the artifact
+/// is listed without a size.
+const ESTIMATE_ENTRIES: u64 = 200_000;
+
+/// The bytes the artifact's stream will hold, counted the way the backup walks (the same
+/// include, exclude and one-file-system rules, a hard-linked file's content once), so the
+/// progress bar has a total. Not exact: the tree may change before it is read. None when
+/// the tree has more than [`ESTIMATE_ENTRIES`] entries or cannot be listed.
+pub fn estimate(settings: &Settings, artifact: &RootArtifact) -> Option<SizeEstimate> {
+    let root = &artifact.root;
+    let top = files::stat(root, &[]).ok()?;
+    let mut bytes = (format::MAGIC.len() + 4) as u64;
+    let mut header = Vec::new();
+    let mut counted = |kind, path: &[u8], meta: &FileMeta, link_len: u64| {
+        header.clear();
+        format::encode_entry(
+            &entry_of(kind, path.to_vec(), meta, Vec::new()),
+            &mut header,
+        );
+        header.len() as u64 + link_len
+    };
+    bytes += counted(Kind::Directory, &[], &top, 0);
+    let mut seen_links = std::collections::HashSet::new();
+    let mut entries = 0u64;
+    // (directory, everything below it selected)
+    let mut pending = vec![(Vec::new(), false)];
+    while let Some((dir, dir_selected)) = pending.pop() {
+        for child in files::read_dir(root, &dir).ok()? {
+            entries += 1;
+            if entries > ESTIMATE_ENTRIES {
+                return None;
+            }
+            let path = child_path(&dir, &child.name);
+            if settings
+                .exclude
+                .as_ref()
+                .is_some_and(|g| g.matches(&artifact.name, &path))
+            {
+                continue;
+            }
+            let selected = dir_selected
+                || settings
+                    .include
+                    .as_ref()
+                    .is_none_or(|g| g.matches(&artifact.name, &path));
+            let meta = &child.meta;
+            match meta.kind {
+                FileKind::Directory => {
+                    if selected {
+                        bytes += counted(Kind::Directory, &path, meta, 0);
+                    }
+                    if !settings.one_file_system || meta.device == top.device {
+                        pending.push((path, selected));
+                    }
+                }
+                FileKind::Regular if selected => {
+                    if meta.links > 1 && !seen_links.insert((meta.device, meta.inode)) {
+                        // A hard link: a header naming the first path, no content.
+                        bytes += counted(Kind::HardLink, &path, meta, path.len() as u64);
+                    } else {
+                        bytes += counted(Kind::File, &path, meta, 0) + meta.size;
+                    }
+                }
+                // A symlink's size is the length of its target.
+                FileKind::Symlink if selected => {
+                    bytes += counted(Kind::Symlink, &path, meta, meta.size);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut trailer = Vec::new();
+    format::encode_trailer(&Totals::default(), &mut trailer);
+    Some(SizeEstimate {
+        amount: bytes + trailer.len() as u64,
+        unit: "bytes".into(),
+        exact: false,
+    })
 }
 
 /// A directory being walked.
