@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): runner's files pipeline against restic and the tar | zstd floor,
-# on one >= 1 GiB mixed corpus, in the same run. Prints a table with MB/s and peak RSS.
+# on one >= 1 GiB mixed corpus, in the same run. Prints a table with MB/s and peak RSS, and
+# how many times faster runner is than restic.
 #
-#   benches/files-vs-restic.sh [WORKDIR]      (default: a temporary directory)
+#   [ROUNDS=3] benches/files-vs-restic.sh [WORKDIR]   (default: a temporary directory;
+#                                                      the table shows each tool's median)
 #
 # Needs: a release build of runner (built if missing), restic, zstd and GNU time (installed
 # with apt-get when missing).
@@ -54,7 +56,7 @@ fi
 SIZE=$(du -sb "$CORPUS" | cut -f1)
 echo "corpus: $((SIZE / 1048576)) MiB"
 
-# Runs a command; appends "name seconds peak-RSS-KiB" to the results.
+# Runs a command with cold caches; appends "name seconds peak-RSS-KiB" to the results.
 RESULTS=$WORK/results.txt
 : > "$RESULTS"
 measure() {
@@ -62,11 +64,10 @@ measure() {
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
     /usr/bin/time -f "%e %M" -o "$WORK/time.out" "$@" > "$WORK/$name.log" 2>&1
     echo "$name $(cat "$WORK/time.out")" >> "$RESULTS"
-    echo "  $name: $(cat "$WORK/time.out" | awk '{printf "%.1fs, %d MiB peak", $1, $2/1024}')"
+    echo "  $name: $(awk '{printf "%.1fs, %d MiB peak", $1, $2/1024}' "$WORK/time.out")"
 }
 
 export RUNNER_PASSPHRASE=bench-passphrase RESTIC_PASSWORD=bench-passphrase RUNNER_CACHE_DIR=$WORK/cache
-rm -rf "$WORK/runner-repo" "$WORK/restic-repo" "$WORK/runner-restore" "$WORK/restic-restore" "$WORK/tar.zst"
 cat > "$WORK/bench.toml" <<TOML
 [repository]
 passphrase = "\${env:RUNNER_PASSPHRASE}"
@@ -85,24 +86,34 @@ type = "local"
 path = "runner-repo"
 TOML
 "$RUNNER" plugins >/dev/null   # fill the compile cache: measure the data path, not Cranelift
-restic init --repo "$WORK/restic-repo" >/dev/null
 
-echo "backup:"
-measure runner-backup "$RUNNER" run "$WORK/bench.toml"
-measure restic-backup restic --repo "$WORK/restic-repo" backup --no-cache "$CORPUS"
-measure tar-zstd sh -c "tar -C '$WORK' -cf - corpus | zstd -3 -T1 -q -o '$WORK/tar.zst'"
-echo "restore:"
-measure runner-restore "$RUNNER" restore "$WORK/bench.toml" --target "$WORK/runner-restore"
-measure restic-restore restic --repo "$WORK/restic-repo" restore latest --no-cache --target "$WORK/restic-restore"
+# This machine's disk and CPU vary from run to run: each tool runs ROUNDS times, every
+# round from empty repositories and targets, and the table shows the median.
+ROUNDS=${ROUNDS:-3}
+for round in $(seq "$ROUNDS"); do
+    echo "round $round of $ROUNDS"
+    rm -rf "$WORK/runner-repo" "$WORK/restic-repo" "$WORK/runner-restore" "$WORK/restic-restore" "$WORK/tar.zst"
+    restic init --repo "$WORK/restic-repo" >/dev/null
+    measure runner-backup "$RUNNER" run "$WORK/bench.toml"
+    measure restic-backup restic --repo "$WORK/restic-repo" backup --no-cache "$CORPUS"
+    measure tar-zstd sh -c "tar -C '$WORK' -cf - corpus | zstd -3 -T1 -q -o '$WORK/tar.zst'"
+    measure runner-restore "$RUNNER" restore "$WORK/bench.toml" --target "$WORK/runner-restore"
+    measure restic-restore restic --repo "$WORK/restic-repo" restore latest --no-cache --target "$WORK/restic-restore"
+done
 
 runner_stored=$(du -sb "$WORK/runner-repo" | cut -f1)
 restic_stored=$(du -sb "$WORK/restic-repo" | cut -f1)
 tar_stored=$(stat -c %s "$WORK/tar.zst")
+# median seconds and highest peak of one tool over the rounds
+median() { awk -v n="$1" '$1 == n { print $2 }' "$RESULTS" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+peak() { awk -v n="$1" '$1 == n && $3 > max { max = $3 } END { print max }' "$RESULTS"; }
 echo
-printf "%-16s %9s %9s %11s %12s\n" tool seconds "MB/s" "peak MiB" "stored MiB"
-while read -r name secs kib; do
+printf "%-16s %9s %9s %11s %12s   (median of %d rounds)\n" tool seconds "MB/s" "peak MiB" "stored MiB" "$ROUNDS"
+for name in runner-backup restic-backup tar-zstd runner-restore restic-restore; do
     case $name in runner-backup) stored=$runner_stored;; restic-backup) stored=$restic_stored;; tar-zstd) stored=$tar_stored;; *) stored=0;; esac
-    awk -v n="$name" -v s="$secs" -v k="$kib" -v size="$SIZE" -v st="$stored" \
+    awk -v n="$name" -v s="$(median "$name")" -v k="$(peak "$name")" -v size="$SIZE" -v st="$stored" \
         'BEGIN { printf "%-16s %9.1f %9.0f %11.0f %12s\n", n, s, size/1e6/s, k/1024, (st > 0 ? sprintf("%.0f", st/1048576) : "-") }'
-done < "$RESULTS"
+done
+awk -v rb="$(median runner-backup)" -v qb="$(median restic-backup)" -v rr="$(median runner-restore)" -v qr="$(median restic-restore)" \
+    'BEGIN { printf "\nrunner vs restic: backup %.2fx, restore %.2fx (above 1: runner is faster)\n", qb/rb, qr/rr }'
 diff -r "$CORPUS" "$WORK/runner-restore/corpus" >/dev/null && echo "runner restore: identical to the corpus" || echo "runner restore: DIFFERS"
