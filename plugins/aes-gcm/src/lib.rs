@@ -132,9 +132,19 @@ impl Sealer {
         let sealed = self
             .key
             .seal(&associated_data(&self.id, self.index, last), plaintext)?;
-        output.extend_from_slice(&sealed);
+        append(output, sealed);
         self.index += 1;
         Ok(())
+    }
+}
+
+/// Adds a segment to the output: moved when the output is empty, as it usually is (the
+/// host pulls everything after each push), copied otherwise.
+fn append(output: &mut Vec<u8>, segment: Vec<u8>) {
+    if output.is_empty() {
+        *output = segment;
+    } else {
+        output.extend_from_slice(&segment);
     }
 }
 
@@ -184,7 +194,7 @@ impl Opener {
                 )),
                 other => other,
             })?;
-        output.extend_from_slice(&plaintext);
+        append(output, plaintext);
         self.index += 1;
         Ok(())
     }
@@ -193,16 +203,19 @@ impl Opener {
 impl Decoder for OpeningDecoder {
     fn push(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<()> {
         let o = &mut self.0;
-        o.pending.extend_from_slice(input);
+        // Taken out while its segments are opened in place (`open` needs all of `o`).
+        let mut pending = std::mem::take(&mut o.pending);
+        pending.extend_from_slice(input);
         // Keep at least one full segment back: it may turn out to be the last.
         let mut start = 0;
-        while o.pending.len() - start > o.sealed_size {
-            let segment = o.pending[start..start + o.sealed_size].to_vec();
-            o.open(&segment, false, output)?;
+        let mut opened = Ok(());
+        while opened.is_ok() && pending.len() - start > o.sealed_size {
+            opened = o.open(&pending[start..start + o.sealed_size], false, output);
             start += o.sealed_size;
         }
-        o.pending.drain(..start);
-        Ok(())
+        pending.drain(..start);
+        o.pending = pending;
+        opened
     }
 
     fn finish(&mut self, output: &mut Vec<u8>) -> Result<()> {

@@ -165,7 +165,7 @@ impl<E: Encoder> transform_world::exports::runner::plugin0_2_0::transform::Guest
     fn push(&self, input: Vec<u8>) -> Result<()> {
         let (encoder, output, finished) = &mut *self.state.borrow_mut();
         ensure_open(*finished)?;
-        encoder.push(&input, output.sink())
+        encoder.push_owned(input, output.sink())
     }
     fn pull(&self, max: u32) -> Result<Option<Vec<u8>>> {
         self.state.borrow_mut().1.take(max)
@@ -184,7 +184,7 @@ impl<D: Decoder> transform_world::exports::runner::plugin0_2_0::transform::Guest
     fn push(&self, input: Vec<u8>) -> Result<()> {
         let (decoder, output, finished) = &mut *self.state.borrow_mut();
         ensure_open(*finished)?;
-        decoder.push(&input, output.sink())
+        decoder.push_owned(input, output.sink())
     }
     fn pull(&self, max: u32) -> Result<Option<Vec<u8>>> {
         self.state.borrow_mut().1.take(max)

@@ -19,6 +19,12 @@ pub trait Transform: Plugin {
 /// no larger than the host asks for. Keep output roughly proportional to input.
 pub trait Encoder: 'static {
     fn push(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<()>;
+    /// `push`, given the input itself: a stage that passes bytes on unchanged (a
+    /// checksum) moves `input` into an empty `output` instead of copying it. The SDK calls
+    /// this one; by default it is `push`.
+    fn push_owned(&mut self, input: Vec<u8>, output: &mut Vec<u8>) -> Result<()> {
+        self.push(&input, output)
+    }
     /// End of input: flush what is buffered and return the decoder's parameters.
     fn finish(&mut self, output: &mut Vec<u8>) -> Result<Metadata>;
 }
@@ -26,5 +32,9 @@ pub trait Encoder: 'static {
 /// Decodes one object; `finish` is where truncation and digest mismatches are reported.
 pub trait Decoder: 'static {
     fn push(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<()>;
+    /// As [`Encoder::push_owned`].
+    fn push_owned(&mut self, input: Vec<u8>, output: &mut Vec<u8>) -> Result<()> {
+        self.push(&input, output)
+    }
     fn finish(&mut self, output: &mut Vec<u8>) -> Result<()>;
 }
