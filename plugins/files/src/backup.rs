@@ -90,18 +90,9 @@ pub fn estimate(settings: &Settings, artifact: &RootArtifact) -> Option<SizeEsti
                 return None;
             }
             let path = child_path(&dir, &child.name);
-            if settings
-                .exclude
-                .as_ref()
-                .is_some_and(|g| g.matches(&artifact.name, &path))
-            {
+            let Some(selected) = settings.selection(&artifact.name, &path, dir_selected) else {
                 continue;
-            }
-            let selected = dir_selected
-                || settings
-                    .include
-                    .as_ref()
-                    .is_none_or(|g| g.matches(&artifact.name, &path));
+            };
             let meta = &child.meta;
             match meta.kind {
                 FileKind::Directory => {
@@ -251,20 +242,12 @@ impl Walk {
                 continue;
             };
             let path = child_path(&frame.path, &child.name);
-            let below_selected = frame.selected;
-            let settings = &self.settings;
-            if settings
-                .exclude
-                .as_ref()
-                .is_some_and(|g| g.matches(&self.artifact, &path))
-            {
+            let Some(selected) = self
+                .settings
+                .selection(&self.artifact, &path, frame.selected)
+            else {
                 continue;
-            }
-            let selected = below_selected
-                || settings
-                    .include
-                    .as_ref()
-                    .is_none_or(|g| g.matches(&self.artifact, &path));
+            };
             match child.meta.kind {
                 FileKind::Directory => {
                     if selected {

@@ -106,6 +106,28 @@ pub struct Settings {
     one_file_system: bool,
 }
 
+impl Settings {
+    /// Whether the backup takes `artifact/path`: None when excluded (with its subtree),
+    /// otherwise whether it is selected itself (a directory that is not may still lead to
+    /// something that is). Below a selected directory everything is selected.
+    fn selection(&self, artifact: &str, path: &[u8], parent_selected: bool) -> Option<bool> {
+        if self
+            .exclude
+            .as_ref()
+            .is_some_and(|g| g.matches(artifact, path))
+        {
+            return None;
+        }
+        Some(
+            parent_selected
+                || self
+                    .include
+                    .as_ref()
+                    .is_none_or(|g| g.matches(artifact, path)),
+        )
+    }
+}
+
 struct Files {
     settings: Rc<Settings>,
 }
