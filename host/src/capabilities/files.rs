@@ -456,8 +456,8 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 /// written lets the disk work while the restore goes on, so that sync finds little left:
 /// it waited 1.3-2.5 s at the end of a 1.2 GiB restore without, 0.08 s with. The calls
 /// themselves submit I/O, which on the restore's one writer thread slowed many small
-/// files down by as much as the sync saved, hence the thread. A hint: when the thread lags, hints are
-/// dropped, and errors are ignored.
+/// files down by as much as the sync saved, hence the thread. A hint: when the thread
+/// lags, hints are dropped, and errors are ignored.
 fn start_writeback(file: Arc<std::fs::File>, offset: u64, len: u64) {
     use std::sync::mpsc::{SyncSender, sync_channel};
     static HINTS: OnceLock<Option<SyncSender<(Arc<std::fs::File>, u64, u64)>>> = OnceLock::new();

@@ -132,19 +132,9 @@ impl Sealer {
         let sealed = self
             .key
             .seal(&associated_data(&self.id, self.index, last), plaintext)?;
-        append(output, sealed);
+        runner_sdk::append_output(output, sealed);
         self.index += 1;
         Ok(())
-    }
-}
-
-/// Adds a segment to the output: moved when the output is empty, as it usually is (the
-/// host pulls everything after each push), copied otherwise.
-fn append(output: &mut Vec<u8>, segment: Vec<u8>) {
-    if output.is_empty() {
-        *output = segment;
-    } else {
-        output.extend_from_slice(&segment);
     }
 }
 
@@ -194,7 +184,7 @@ impl Opener {
                 )),
                 other => other,
             })?;
-        append(output, plaintext);
+        runner_sdk::append_output(output, plaintext);
         self.index += 1;
         Ok(())
     }

@@ -41,7 +41,7 @@ pub use source::{
     Artifact, ArtifactReader, ArtifactWriter, BackupSession, RestoreMode, RestoreOptions,
     RestoreReport, RestoreSession, SizeEstimate, Source,
 };
-pub use transform::{Decoder, Encoder, ObjectInfo, Transform};
+pub use transform::{Decoder, Encoder, ObjectInfo, Transform, append_output};
 
 /// The version of the `runner:plugin` contract this SDK builds against.
 pub const CONTRACT_VERSION: &str = "0.2.0";

@@ -29,6 +29,17 @@ pub trait Encoder: 'static {
     fn finish(&mut self, output: &mut Vec<u8>) -> Result<Metadata>;
 }
 
+/// Adds `bytes` to a push's `output`: moved when `output` is empty, as it is when the host
+/// pulled everything since the last push, copied after what is there otherwise. For a
+/// stage whose output comes as whole buffers (a pass-through, a sealed segment).
+pub fn append_output(output: &mut Vec<u8>, bytes: Vec<u8>) {
+    if output.is_empty() {
+        *output = bytes;
+    } else {
+        output.extend_from_slice(&bytes);
+    }
+}
+
 /// Decodes one object; `finish` is where truncation and digest mismatches are reported.
 pub trait Decoder: 'static {
     fn push(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<()>;
